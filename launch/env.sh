@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates (once) and activates the project's virtual environment in .venv.
+# Re-installs only when setup.py changes. Source it: `source launch/env.sh`.
+# Set SOUNDLM_JAX_EXTRA=tpu or cuda12 to install accelerator builds of jaxlib.
+# (No `set -e` here: this file is sourced.)
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SOUNDLM_VENV:-$REPO_ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[soundlm] creating virtual environment in $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+STAMP="$VENV/.soundlm-installed"
+WANT="$(sha256sum "$REPO_ROOT/setup.py" | cut -d' ' -f1)-${SOUNDLM_JAX_EXTRA:-cpu}"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "[soundlm] installing soundlm and its dependencies (a few minutes the first time)" >&2
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e "$REPO_ROOT[test]"
+  if [ -n "${SOUNDLM_JAX_EXTRA:-}" ]; then
+    "$VENV/bin/python" -m pip install --quiet "jax[${SOUNDLM_JAX_EXTRA}]"
+  fi
+  echo "$WANT" > "$STAMP"
+fi
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

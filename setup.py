@@ -1,0 +1,36 @@
+"""Installs soundlm: JAX/Flax AudioLM, SoundStorm and SoundStream on device meshes."""
+import setuptools
+
+# Ranges known to resolve together with pip on Python 3.11 (CPU); for TPUs
+# install `jax[tpu]` and for CUDA GPUs `jax[cuda12]` on top (see README).
+INSTALL_REQUIRES = [
+    "jax>=0.10,<0.12",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.5,<0.3",
+    "orbax-checkpoint>=0.12,<0.13",
+    "gin-config>=0.5,<0.6",
+    "numpy>=1.26",
+    "soundfile>=0.13,<0.15",
+    "tensorboardX>=2.6",
+    "matplotlib>=3.8",
+    # Data pipelines (soundlm/data only; imported lazily).
+    "tensorflow>=2.20,<2.22",
+    "tensorflow-datasets>=4.9.9,<5",
+    "seqio>=0.0.20",
+]
+
+setuptools.setup(
+    name="soundlm",
+    version="0.1.0",
+    description="AudioLM, SoundStorm and SoundStream in JAX/Flax, sharded over device meshes.",
+    packages=setuptools.find_packages(include=["soundlm", "soundlm.*"]),
+    package_data={
+        # The built-in speech and piano corpus ships with the package.
+        "soundlm.data.corpus": ["builtin/*/*/*.flac", "builtin/*/*/*.json",
+                                "builtin/*/*/*.mid"],
+    },
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    entry_points={"console_scripts": ["soundlm=soundlm.cli:main"]},
+)

@@ -1,0 +1,74 @@
+"""Orbax checkpoints of the train state together with the data-iterator position.
+
+Layout of `<workdir>/checkpoints/<step>/`: an item `state` (a plain nested
+dict of arrays: step, params, opt_state, collections) written with orbax's
+standard handler, and an item `data` (JSON) with the input pipeline's
+position. Both read back with plain orbax calls, e.g.
+`ocp.StandardCheckpointer().restore(path / 'state')`.
+"""
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Asynchronous saves every `save_every` steps, keeping the newest `keep`."""
+
+  def __init__(self, directory: str, save_every: int, keep: int = 3,
+               async_save: bool = True):
+    if save_every < 1:
+      raise ValueError(f"save_every must be >= 1, got {save_every}")
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=save_every,
+        enable_async_checkpointing=async_save, create=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: dict, data_state: dict, force: bool = False) -> bool:
+    """Saves if `step` is due (or `force`); returns whether a save started."""
+    saved = self._manager.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                      data=ocp.args.JsonSave(data_state)),
+        force=force)
+    if saved:
+      logging.info("checkpoint of step %d started in %s", step, self.directory)
+    return saved
+
+  def restore(self, abstract_state: Any, step: int | None = None
+              ) -> tuple[dict, dict] | None:
+    """Restores `step` (default: latest) onto the shardings of `abstract_state`.
+
+    `abstract_state` holds `jax.ShapeDtypeStruct`s with the target shardings,
+    so a checkpoint written on one mesh restores onto any other.
+    Returns (state, data_state), or None when there is no checkpoint.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                      data=ocp.args.JsonRestore()))
+    return restored["state"], restored["data"]
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_like(tree, shardings):
+  """ShapeDtypeStructs carrying `shardings`: the restore target for `tree`."""
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

@@ -1,0 +1,32 @@
+"""Position-wise feed-forward networks, plain or gated (GLU family)."""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from soundlm.layers import initializers
+
+ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "swish": nn.swish}
+
+
+class FeedForward(nn.Module):
+  """Dense(embed->mlp), activation (times a gate if `gated`), Dense(mlp->embed)."""
+  hidden_dim: int
+  activation: str = "gelu"
+  gated: bool = False
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool = True):
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(
+          f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+    dense = lambda features, axes, name: nn.Dense(  # noqa: E731
+        features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=initializers.kernel(axes), name=name)
+    hidden = ACTIVATIONS[self.activation](dense(self.hidden_dim, ("embed", "mlp"), "wi")(x))
+    if self.gated:
+      hidden = hidden * dense(self.hidden_dim, ("embed", "mlp"), "wi_gate")(x)
+    hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+    hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
+    return dense(x.shape[-1], ("mlp", "embed"), "wo")(hidden)

@@ -1,0 +1,356 @@
+"""The generic sharded train loop.
+
+A *task* says what is trained: `init(rng, batch)` returns flax variables whose
+'params' is a dict of parameter groups, and `phases()` returns one `Phase` per
+optimizer update made in each step. One phase per group covers plain models;
+SoundStream's discriminator-then-generator updates are two phases with their
+own optimizers. Non-param collections (RVQ EMA statistics, ...) travel in the
+state and are replaced by what each phase's loss function returns.
+
+The state is created already sharded (abstract shapes, then a jitted init
+with `out_shardings`), each step is one `jax.jit` with explicit shardings and
+a donated state, and the input position is checkpointed with the state.
+"""
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from soundlm import checkpoints
+from soundlm import partitioning
+
+LossFn = Callable[[dict, dict, jax.Array, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One optimizer update of parameter group `name` inside each train step.
+
+  `loss_fn(variables, batch, rng, step) -> (loss, (metrics, updates))`: the
+  gradient is taken with respect to `variables['params'][name]`; `updates`
+  maps non-param collection names to their new values. The phase is skipped
+  (parameters and optimizer state unchanged) before `start_step`.
+  """
+  name: str
+  loss_fn: LossFn
+  optimizer: optax.GradientTransformation
+  start_step: int = 0
+
+
+class Task(Protocol):
+  def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict: ...
+  def phases(self) -> Sequence[Phase]: ...
+
+
+class DataIterator(Protocol):
+  """This host's share of each global batch, with a restorable position."""
+  def __next__(self) -> dict[str, np.ndarray]: ...
+  def get_state(self) -> dict: ...
+  def set_state(self, state: dict) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when a step produces a NaN/Inf loss or gradient; nothing is saved."""
+
+
+@gin.configurable
+def make_optimizer(learning_rate: float = 3e-4, warmup_steps: int = 100,
+                   decay_steps: int = 10_000, end_learning_rate_fraction: float = 0.1,
+                   schedule: str = "cosine", b1: float = 0.9, b2: float = 0.98,
+                   weight_decay: float = 0.01, clip_norm: float | None = 1.0
+                   ) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping and a linear warm-up then decay."""
+  end_value = learning_rate * end_learning_rate_fraction
+  if schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+                                            max(decay_steps, warmup_steps + 1), end_value)
+  elif schedule == "linear":
+    lr = optax.join_schedules([
+        optax.linear_schedule(0.0, learning_rate, warmup_steps),
+        optax.linear_schedule(learning_rate, end_value, max(decay_steps - warmup_steps, 1))],
+        [warmup_steps])
+  elif schedule == "constant":
+    lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                               optax.constant_schedule(learning_rate)], [warmup_steps])
+  else:
+    raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {schedule!r}")
+  parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+  parts.append(optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay))
+  return optax.chain(*parts)
+
+
+def split_microbatches(batch, num_microbatches: int):
+  """[B, ...] -> [M, B/M, ...] taking every M-th example, so each micro-batch
+  stays spread over all batch shards."""
+  def split(x):
+    if x.shape[0] % num_microbatches:
+      raise ValueError(f"batch size {x.shape[0]} is not divisible by "
+                       f"{num_microbatches} micro-batches")
+    x = x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree_util.tree_map(split, batch)
+
+
+def _select(pred, new, old):
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+class MetricsWriter:
+  """Scalars to `metrics.jsonl` and TensorBoard event files in the work dir."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self._enabled = enabled
+    if enabled:
+      from tensorboardX import SummaryWriter  # Pure Python; no TensorFlow.
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train"):
+    if not self._enabled:
+      return
+    record = {"step": step, **{f"{prefix}/{k}": float(v) for k, v in metrics.items()}}
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    for key, value in record.items():
+      if key != "step":
+        self._tensorboard.add_scalar(key, value, step)
+
+  def close(self):
+    if self._enabled:
+      self._jsonl.close()
+      self._tensorboard.close()
+
+
+@gin.configurable(denylist=["task", "data", "workdir", "eval_data"])
+class Trainer:
+  """Trains `task` on `data` over a device mesh, checkpointing into `workdir`."""
+
+  def __init__(self, task: Task, data: DataIterator, workdir: str, *,
+               num_steps: int = 1000, microbatches: int = 1, seed: int = 0,
+               log_every: int = 10, checkpoint_every: int = 100, keep_checkpoints: int = 3,
+               eval_data: Callable[[], Iterator[dict]] | None = None,
+               eval_every: int = 0, eval_steps: int = 1,
+               mesh: jax.sharding.Mesh | None = None, rules=None,
+               async_checkpoints: bool = True):
+    if num_steps < 1 or microbatches < 1 or log_every < 1:
+      raise ValueError("num_steps, microbatches and log_every must be >= 1, got "
+                       f"{num_steps}, {microbatches}, {log_every}")
+    self.task, self.data, self.workdir = task, data, workdir
+    self.num_steps, self.microbatches = num_steps, microbatches
+    self.seed, self.log_every = seed, log_every
+    self.eval_data, self.eval_every, self.eval_steps = eval_data, eval_every, eval_steps
+    self.mesh = mesh if mesh is not None else partitioning.make_mesh()
+    self.rules = rules if rules is not None else partitioning.logical_axis_rules()
+    self.phases = tuple(task.phases())
+    os.makedirs(workdir, exist_ok=True)
+    self.checkpointer = checkpoints.Checkpointer(
+        os.path.join(workdir, "checkpoints"), checkpoint_every, keep_checkpoints,
+        async_checkpoints)
+    self._preempted = False
+
+  # --- state -------------------------------------------------------------
+
+  def _init_fn(self, rng, batch):
+    variables = self.task.init(rng, batch)
+    params = variables["params"]
+    missing = {p.name for p in self.phases} - set(params)
+    if missing:
+      raise ValueError(f"phases update parameter groups {sorted(missing)} that "
+                       f"task.init did not create (groups: {sorted(params)})")
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": {p.name: p.optimizer.init(params[p.name]) for p in self.phases},
+        "collections": {k: v for k, v in variables.items() if k != "params"},
+    }
+
+  def _shardings(self, rng, batch):
+    abstract = jax.eval_shape(self._init_fn, rng, batch)
+    shardings = partitioning.logical_to_shardings(abstract, self.mesh, self.rules)
+    return partitioning.unbox(abstract), shardings
+
+  def create_state(self, batch):
+    """The initial state, created directly with its shardings; also returns them."""
+    rng = jax.random.key(self.seed)
+    with partitioning.activate(self.mesh, self.rules):
+      _, shardings = self._shardings(rng, batch)
+      init = jax.jit(lambda r, b: partitioning.unbox(self._init_fn(r, b)),
+                     out_shardings=shardings)
+      return init(rng, batch), shardings
+
+  def abstract_state(self, batch):
+    """Shapes, dtypes and shardings of the state without allocating it: the
+    target for restoring a checkpoint onto this trainer's mesh."""
+    with partitioning.activate(self.mesh, self.rules):
+      abstract, shardings = self._shardings(jax.random.key(self.seed), batch)
+    return checkpoints.abstract_like(abstract, shardings)
+
+  # --- step --------------------------------------------------------------
+
+  def _phase_update(self, state, batch, rng, phase: Phase):
+    params = state["params"]
+
+    def loss_fn(group_params, collections, micro_batch, micro_rng):
+      variables = {"params": {**params, phase.name: group_params}, **collections}
+      return phase.loss_fn(variables, micro_batch, micro_rng, state["step"])
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulate(carry, xs):
+      grads_sum, collections = carry
+      micro_batch, index = xs
+      (loss, (metrics, updates)), grads = grad_fn(
+          params[phase.name], collections, micro_batch, jax.random.fold_in(rng, index))
+      collections = {**collections, **updates}
+      grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
+      return (grads_sum, collections), (loss, metrics)
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params[phase.name])
+    (grads, collections), (losses, metrics) = jax.lax.scan(
+        accumulate, (zeros, state["collections"]),
+        (split_microbatches(batch, self.microbatches), jnp.arange(self.microbatches)))
+    grads = jax.tree_util.tree_map(lambda g: g / self.microbatches, grads)
+    updates, opt_state = phase.optimizer.update(
+        grads, state["opt_state"][phase.name], params[phase.name])
+    new_group = optax.apply_updates(params[phase.name], updates)
+
+    loss = jnp.mean(losses)
+    grad_norm = optax.tree.norm(grads)
+    active = state["step"] >= phase.start_step
+    new_state = {
+        **state,
+        "params": {**params, phase.name: _select(active, new_group, params[phase.name])},
+        "opt_state": {**state["opt_state"],
+                      phase.name: _select(active, opt_state, state["opt_state"][phase.name])},
+        "collections": collections,
+    }
+    metrics = {k: jnp.mean(v) for k, v in metrics.items()}
+    metrics.update(loss=loss, grad_norm=grad_norm)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    return new_state, {f"{phase.name}/{k}": v for k, v in metrics.items()}, finite
+
+  def train_step(self, state, batch):
+    rng = jax.random.fold_in(jax.random.key(self.seed + 1), state["step"])
+    new_state, metrics, finite = state, {}, jnp.array(True)
+    for index, phase in enumerate(self.phases):
+      new_state, phase_metrics, phase_finite = self._phase_update(
+          new_state, batch, jax.random.fold_in(rng, index), phase)
+      metrics.update(phase_metrics)
+      finite &= phase_finite
+    new_state = {**new_state, "step": state["step"] + 1}
+    # A non-finite step leaves the state as it was; the host loop stops.
+    new_state = _select(finite, new_state, state)
+    metrics["finite"] = finite
+    return new_state, metrics
+
+  def _compile_step(self, state_shardings, batch):
+    batch_shardings = jax.tree_util.tree_map(lambda x: x.sharding, batch)
+    replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    return jax.jit(self.train_step, in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+  # --- loop --------------------------------------------------------------
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint after this step")
+    self._preempted = True
+
+  def _evaluate(self, state, step, writer):
+    evaluate = getattr(self.task, "evaluate", None)
+    if evaluate is None or self.eval_data is None:
+      return
+    variables = {"params": state["params"], **state["collections"]}
+    totals: dict[str, float] = {}
+    with partitioning.activate(self.mesh, self.rules):
+      eval_fn = jax.jit(evaluate)
+      for i, local_batch in zip(range(self.eval_steps), self.eval_data()):
+        batch = partitioning.global_batch(local_batch, self.mesh)
+        metrics = jax.device_get(eval_fn(variables, batch, jax.random.key(i)))
+        for k, v in metrics.items():
+          totals[k] = totals.get(k, 0.0) + float(v) / self.eval_steps
+    writer.write(step, totals, prefix="eval")
+    logging.info("eval step %d: %s", step, _format(totals))
+
+  def run(self) -> dict[str, float]:
+    """Trains to `num_steps`, resuming from the latest checkpoint; returns the
+    last logged metrics. A SIGTERM saves and returns early."""
+    first_batch = partitioning.global_batch(next(self.data), self.mesh)
+    abstract = self.abstract_state(first_batch)
+    shardings = jax.tree_util.tree_map(lambda x: x.sharding, abstract)
+    restored = self.checkpointer.restore(abstract)
+    if restored is None:
+      state, _ = self.create_state(first_batch)
+      pending = first_batch
+    else:
+      state, data_state = restored
+      self.data.set_state(data_state)
+      pending = None
+      logging.info("resumed from step %d", int(state["step"]))
+    step = int(state["step"])
+    writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+    previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+    last_metrics: dict[str, float] = {}
+    try:
+      with partitioning.activate(self.mesh, self.rules):
+        step_fn = self._compile_step(shardings, first_batch)
+        window_start, window_steps = time.time(), 0
+        while step < self.num_steps:
+          batch = pending if pending is not None else partitioning.global_batch(
+              next(self.data), self.mesh)
+          pending = None
+          state, metrics = step_fn(state, batch)
+          step += 1
+          window_steps += 1
+          # One scalar per step: the loop stops at the first non-finite step,
+          # whose update the jitted step has already discarded.
+          if not bool(metrics["finite"]):
+            self.checkpointer.wait()
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at step {step}: "
+                f"{_format(jax.device_get(metrics))}; last good checkpoint: step "
+                f"{self.checkpointer.latest_step()} in {self.checkpointer.directory}")
+          if step % self.log_every == 0 or step == self.num_steps or self._preempted:
+            metrics = jax.device_get(metrics)
+            metrics.pop("finite")
+            rate = window_steps / max(time.time() - window_start, 1e-9)
+            last_metrics = {k: float(v) for k, v in metrics.items()}
+            writer.write(step, {**last_metrics, "steps_per_second": rate})
+            logging.info("step %d/%d  %s  %.2f steps/s  eta %s", step, self.num_steps,
+                         _format(last_metrics), rate,
+                         _duration((self.num_steps - step) / rate))
+            window_start, window_steps = time.time(), 0
+          self.checkpointer.save(step, state, self.data.get_state(),
+                                 force=self._preempted or step == self.num_steps)
+          if self.eval_every and step % self.eval_every == 0:
+            self._evaluate(state, step, writer)
+          if self._preempted:
+            logging.warning("preempted: saved step %d, exiting", step)
+            break
+    finally:
+      signal.signal(signal.SIGTERM, previous_handler)
+      self.checkpointer.close()
+      writer.close()
+    self.state = state
+    return last_metrics
+
+
+def _format(metrics: Mapping[str, Any]) -> str:
+  return " ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  minutes, secs = divmod(int(seconds), 60)
+  return f"{minutes}m{secs:02d}s"
