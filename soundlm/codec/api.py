@@ -1,0 +1,267 @@
+"""The codec as other code uses it: waveforms to acoustic tokens and back.
+
+    codec = Codec.random('tiny')              # or Codec.from_checkpoint(workdir)
+    codes = codec.encode(wav)                 # float32 [B, N] -> int32 [B, T, Q]
+    wav = codec.decode(codes)                 # int32 [B, T, Q'] -> float32 [B, T * hop]
+
+`encode` right-pads N with zeros to a whole number of frames (T = ceil(N /
+hop_length)); audio shorter than one frame is refused. Both run jitted and
+batched; a new input shape compiles once. `encoder_stream()` and
+`decoder_stream()` take chunks and return exactly what one full call returns.
+"""
+import functools
+import os
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from soundlm.codec import config as config_lib
+from soundlm.codec.model import SoundStream
+from soundlm.layers.conv import zero_stream_state
+from soundlm.layers.rvq import COLLECTION
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_init(model: SoundStream):
+  """One compiled initialiser per model configuration.
+
+  Initialisation runs once, so it is compiled without backend optimisation:
+  on CPU that cuts its compile time several-fold.
+  """
+  return jax.jit(lambda rng: nn.meta.unbox(
+      model.init(rng, jnp.zeros((1, model.hop_length), jnp.float32))),
+                 compiler_options={"xla_backend_optimization_level": 0})
+
+
+class Codec:
+  """A SoundStream model with its variables ('params' and the 'quantizer' codebooks)."""
+
+  def __init__(self, model: SoundStream, variables: dict):
+    self.model = model
+    self.variables = {"params": variables["params"], COLLECTION: variables[COLLECTION]}
+    self._encode = jax.jit(self._encode_fn, static_argnums=2)
+    self._decode = jax.jit(
+        lambda variables, codes: model.apply(variables, codes, method="decode"))
+
+  # --- construction ---------------------------------------------------------
+
+  @classmethod
+  def random(cls, config: str = "tiny", seed: int = 0) -> "Codec":
+    """Randomly initialised weights for a named size or a gin file."""
+    model = config_lib.build_model([config_lib.config_path(config)])
+    return cls(model, _jitted_init(model)(jax.random.key(seed)))
+
+  @classmethod
+  def from_checkpoint(cls, workdir: str, step: Optional[int] = None) -> "Codec":
+    """The generator of a codec training run: `workdir/config.gin` and the latest
+    (or given) checkpoint under `workdir/checkpoints`."""
+    config_file = os.path.join(workdir, "config.gin")
+    if not os.path.isfile(config_file):
+      raise FileNotFoundError(f"{config_file} does not exist: not a training work dir")
+    from soundlm import registry  # the run's config names every training configurable
+    registry.import_all()
+    model = config_lib.build_model([config_file], skip_unknown=True)
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(
+        directory) else []
+    if not steps:
+      raise FileNotFoundError(f"no checkpoints in {directory}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f"no checkpoint of step {step} in {directory} (have {steps})")
+    abstract = jax.eval_shape(_jitted_init(model), jax.random.key(0))
+    target = {"params": {"generator": abstract["params"]},
+              "collections": {COLLECTION: abstract[COLLECTION]}}
+    target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), target)
+    restored = ocp.PyTreeCheckpointer().restore(
+        os.path.join(directory, str(step), "state"),
+        args=ocp.args.PyTreeRestore(
+            item=target, partial_restore=True,
+            restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                      target)))
+    return cls(model, {"params": restored["params"]["generator"],
+                       COLLECTION: restored["collections"][COLLECTION]})
+
+  # --- description ----------------------------------------------------------
+
+  @property
+  def sample_rate(self) -> int:
+    return self.model.sample_rate
+
+  @property
+  def hop_length(self) -> int:
+    return self.model.hop_length
+
+  @property
+  def frame_rate(self) -> float:
+    return self.model.frame_rate
+
+  @property
+  def num_levels(self) -> int:
+    return self.model.num_levels
+
+  @property
+  def codebook_size(self) -> int:
+    return self.model.codebook_size
+
+  # --- checks -----------------------------------------------------------------
+
+  def check_waveform(self, wav, sample_rate: Optional[int] = None):
+    """Raises ValueError unless `wav` is finite mono float audio [B, N], N >= hop_length."""
+    if sample_rate is not None and sample_rate != self.sample_rate:
+      raise ValueError(f"sample_rate is {sample_rate} Hz but the codec expects "
+                       f"{self.sample_rate} Hz; resample first")
+    wav = jnp.asarray(wav)
+    if wav.ndim == 3:
+      raise ValueError(f"wav has {wav.shape[-1]} channels (shape {wav.shape}); the codec "
+                       "takes mono [batch, samples]")
+    if wav.ndim != 2:
+      raise ValueError(f"wav must be [batch, samples], got shape {wav.shape}")
+    if not jnp.issubdtype(wav.dtype, jnp.floating):
+      raise ValueError(f"wav must be floating point, got {wav.dtype}")
+    if wav.shape[0] == 0 or wav.shape[1] == 0:
+      raise ValueError(f"wav is empty (shape {wav.shape})")
+    if wav.shape[1] < self.hop_length:
+      raise ValueError(f"wav has {wav.shape[1]} samples, fewer than one frame "
+                       f"({self.hop_length} samples)")
+    if not bool(jnp.all(jnp.isfinite(wav))):
+      raise ValueError("wav contains NaN or infinite samples")
+    return wav.astype(jnp.float32)
+
+  def check_codes(self, codes):
+    """Raises ValueError unless `codes` is int [B, T, 1..Q] with values in [0, K)."""
+    codes = jnp.asarray(codes)
+    if codes.ndim != 3:
+      raise ValueError(f"codes must be [batch, frames, levels], got shape {codes.shape}")
+    if not jnp.issubdtype(codes.dtype, jnp.integer):
+      raise ValueError(f"codes must be integers, got {codes.dtype}")
+    if not 1 <= codes.shape[2] <= self.num_levels:
+      raise ValueError(f"codes have {codes.shape[2]} levels; the codec has "
+                       f"{self.num_levels} (1..{self.num_levels} allowed)")
+    if codes.shape[0] == 0 or codes.shape[1] == 0:
+      raise ValueError(f"codes are empty (shape {codes.shape})")
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0 or high >= self.codebook_size:
+      raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values in "
+                       f"[{low}, {high}]")
+    return codes.astype(jnp.int32)
+
+  def _check_levels(self, num_levels: Optional[int]) -> int:
+    if num_levels is None:
+      return self.num_levels
+    if not isinstance(num_levels, (int, np.integer)) or not (
+        1 <= num_levels <= self.num_levels):
+      raise ValueError(f"num_levels must be an integer in [1, {self.num_levels}], "
+                       f"got {num_levels!r}")
+    return int(num_levels)
+
+  # --- full calls -------------------------------------------------------------
+
+  def _encode_fn(self, variables, wav, num_levels):
+    pad = -wav.shape[1] % self.hop_length
+    wav = jnp.pad(wav, ((0, 0), (0, pad)))
+    return self.model.apply(variables, wav, num_levels=num_levels, method="encode")
+
+  def encode(self, wav, num_levels: Optional[int] = None, *,
+             sample_rate: Optional[int] = None) -> jax.Array:
+    """float32 [B, N] -> int32 [B, ceil(N / hop_length), num_levels or Q]."""
+    num_levels = self._check_levels(num_levels)
+    return self._encode(self.variables, self.check_waveform(wav, sample_rate), num_levels)
+
+  def decode(self, codes) -> jax.Array:
+    """int32 [B, T, Q'] (Q' <= Q) -> float32 [B, T * hop_length]."""
+    return self._decode(self.variables, self.check_codes(codes))
+
+  # --- streaming --------------------------------------------------------------
+
+  def encoder_stream(self, num_levels: Optional[int] = None) -> "EncoderStream":
+    return EncoderStream(self, self._check_levels(num_levels))
+
+  def decoder_stream(self) -> "DecoderStream":
+    return DecoderStream(self)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method", "kwargs"))
+def _stream_step(variables, cache, x, *, model, method, kwargs=()):
+  return model.apply({**variables, "cache": cache}, x, stream=True, method=method,
+                     mutable=["cache"], **dict(kwargs))
+
+
+class EncoderStream:
+  """Waveform chunks of any length in, codes of the frames they complete out.
+
+  `push` keeps samples that do not yet fill a frame; `flush` zero-pads them to
+  a frame, as `Codec.encode` pads the end. The concatenated outputs equal
+  `codec.encode(whole waveform)`.
+  """
+
+  def __init__(self, codec: Codec, num_levels: int):
+    self.codec, self.num_levels = codec, num_levels
+    self._pending = None
+    self._cache = None
+
+  def _run(self, wav):
+    kwargs = (("num_levels", self.num_levels),)
+    if self._cache is None:
+      self._cache = zero_stream_state(self.codec.model, self.codec.variables,
+                                      wav[:, :self.codec.hop_length], method="encode",
+                                      **dict(kwargs))
+    codes, updates = _stream_step(self.codec.variables, self._cache, wav,
+                                  model=self.codec.model, method="encode", kwargs=kwargs)
+    self._cache = updates["cache"]
+    return codes
+
+  def push(self, chunk) -> jax.Array:
+    """float32 [B, n] -> int32 [B, frames completed, num_levels] (possibly 0 frames)."""
+    chunk = jnp.asarray(chunk)
+    if chunk.ndim != 2 or chunk.shape[0] == 0 or chunk.shape[1] == 0:
+      raise ValueError(f"chunk must be a non-empty [batch, samples], got shape {chunk.shape}")
+    if not jnp.issubdtype(chunk.dtype, jnp.floating):
+      raise ValueError(f"chunk must be floating point, got {chunk.dtype}")
+    if not bool(jnp.all(jnp.isfinite(chunk))):
+      raise ValueError("chunk contains NaN or infinite samples")
+    chunk = chunk.astype(jnp.float32)
+    if self._pending is not None:
+      if chunk.shape[0] != self._pending.shape[0]:
+        raise ValueError(f"chunk batch {chunk.shape[0]} differs from the stream's "
+                         f"{self._pending.shape[0]}")
+      chunk = jnp.concatenate([self._pending, chunk], axis=1)
+    whole = chunk.shape[1] // self.codec.hop_length * self.codec.hop_length
+    self._pending = chunk[:, whole:]
+    if whole == 0:
+      return jnp.zeros((chunk.shape[0], 0, self.num_levels), jnp.int32)
+    return self._run(chunk[:, :whole])
+
+  def flush(self) -> jax.Array:
+    """Codes of the last, zero-padded partial frame (0 frames if there is none)."""
+    pending, self._pending = self._pending, None
+    if pending is None or pending.shape[1] == 0:
+      batch = 0 if pending is None else pending.shape[0]
+      return jnp.zeros((batch, 0, self.num_levels), jnp.int32)
+    pad = self.codec.hop_length - pending.shape[1]
+    return self._run(jnp.pad(pending, ((0, 0), (0, pad))))
+
+
+class DecoderStream:
+  """Code chunks [B, t, Q'] in, their t * hop_length samples out, equal to a full decode."""
+
+  def __init__(self, codec: Codec):
+    self.codec = codec
+    self._cache = None
+
+  def push(self, codes) -> jax.Array:
+    codes = self.codec.check_codes(codes)
+    if self._cache is None:
+      self._cache = zero_stream_state(self.codec.model, self.codec.variables,
+                                      codes[:, :1], method="decode")
+    elif jax.tree.leaves(self._cache)[0].shape[0] != codes.shape[0]:
+      raise ValueError(f"codes batch {codes.shape[0]} differs from the stream's "
+                       f"{jax.tree.leaves(self._cache)[0].shape[0]}")
+    wav, updates = _stream_step(self.codec.variables, self._cache, codes,
+                                model=self.codec.model, method="decode")
+    self._cache = updates["cache"]
+    return wav

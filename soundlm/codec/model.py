@@ -1,0 +1,158 @@
+"""SoundStream generator: causal convolutional encoder, residual VQ, mirrored decoder.
+
+Encoder: conv(C, 7) -> blocks [3 residual units (dilations 1, 3, 9), strided
+conv doubling the channels] -> conv(D, 3). The decoder mirrors it with
+transposed convolutions. Every convolution is causal, so encoder frame t only
+sees samples up to the end of frame t, decoded sample j only codes up to the
+frame containing j, and both can run chunk by chunk (`stream=True`, see
+`soundlm.layers.conv`).
+"""
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import gin
+import jax.numpy as jnp
+
+from soundlm.layers.conv import CausalConv1D, CausalConvTranspose1D
+from soundlm.layers.rvq import ResidualVectorQuantizer
+
+_ACTIVATIONS = ("batch", "length", None)
+
+
+class ResidualUnit(nn.Module):
+  """x + ELU(conv1(ELU(conv7_dilated(x))))."""
+  channels: int
+  dilation: int
+  kernel_size: int = 7
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, stream: bool = False):
+    conv = lambda kernel, dilation: CausalConv1D(  # noqa: E731
+        self.channels, kernel, dilation=dilation, dtype=self.dtype,
+        param_dtype=self.param_dtype)
+    y = nn.elu(conv(self.kernel_size, self.dilation)(x, stream=stream))
+    y = nn.elu(conv(1, 1)(y, stream=stream))
+    return x + y
+
+
+class Encoder(nn.Module):
+  """[B, N, 1] -> [B, N / prod(strides), D]."""
+  channels: int
+  embedding_dim: int
+  strides: Sequence[int]
+  dilations: Sequence[int] = (1, 3, 9)
+  kernel_size: int = 7
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, stream: bool = False):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = CausalConv1D(self.channels, self.kernel_size, axes=(None, "conv_out"), **kw)(
+        x, stream=stream)
+    x = nn.elu(x)
+    channels = self.channels
+    for stride in self.strides:
+      for dilation in self.dilations:
+        x = ResidualUnit(channels, dilation, self.kernel_size, **kw)(x, stream=stream)
+      channels *= 2
+      x = nn.elu(CausalConv1D(channels, 2 * stride, stride=stride, **kw)(x, stream=stream))
+      x = nn.with_logical_constraint(x, _ACTIVATIONS)
+    return CausalConv1D(self.embedding_dim, 3, **kw)(x, stream=stream)
+
+
+class Decoder(nn.Module):
+  """[B, T, D] -> [B, T * prod(strides), 1]; strides listed in encoder order."""
+  channels: int
+  strides: Sequence[int]
+  dilations: Sequence[int] = (1, 3, 9)
+  kernel_size: int = 7
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, stream: bool = False):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    channels = self.channels * 2 ** len(self.strides)
+    x = nn.elu(CausalConv1D(channels, self.kernel_size, **kw)(x, stream=stream))
+    for stride in reversed(self.strides):
+      channels //= 2
+      x = nn.elu(CausalConvTranspose1D(channels, 2 * stride, stride, **kw)(x, stream=stream))
+      for dilation in self.dilations:
+        x = ResidualUnit(channels, dilation, self.kernel_size, **kw)(x, stream=stream)
+      x = nn.with_logical_constraint(x, _ACTIVATIONS)
+    return CausalConv1D(1, self.kernel_size, axes=("conv_in", None), **kw)(x, stream=stream)
+
+
+@gin.configurable
+class SoundStream(nn.Module):
+  """Waveform [B, N] <-> codes [B, N / hop_length, Q]; N a whole number of frames.
+
+  Defaults are the paper's 16 kHz codec (C=32, strides 2, 4, 5, 8: 50 Hz frames,
+  Q=12 levels of 1024 codes). `embedding_dim` D is not given in the paper.
+  """
+  sample_rate: int = 16_000
+  channels: int = 32
+  embedding_dim: int = 256
+  strides: Sequence[int] = (2, 4, 5, 8)
+  dilations: Sequence[int] = (1, 3, 9)
+  kernel_size: int = 7
+  num_levels: int = 12
+  codebook_size: int = 1024
+  ema_decay: float = 0.99
+  kmeans_iterations: int = 10
+  dead_code_threshold: float = 0.03
+  quantizer_dropout_rate: float = 1.0
+  commitment_weight: float = 1.0
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @property
+  def hop_length(self) -> int:
+    return math.prod(self.strides)
+
+  @property
+  def frame_rate(self) -> float:
+    return self.sample_rate / self.hop_length
+
+  def setup(self):
+    kw = dict(dilations=tuple(self.dilations), kernel_size=self.kernel_size,
+              dtype=self.dtype, param_dtype=self.param_dtype)
+    self.encoder = Encoder(self.channels, self.embedding_dim, tuple(self.strides), **kw)
+    self.decoder = Decoder(self.channels, tuple(self.strides), **kw)
+    self.quantizer = ResidualVectorQuantizer(
+        num_levels=self.num_levels, codebook_size=self.codebook_size,
+        dim=self.embedding_dim, decay=self.ema_decay,
+        kmeans_iterations=self.kmeans_iterations,
+        dead_code_threshold=self.dead_code_threshold,
+        dropout_rate=self.quantizer_dropout_rate,
+        commitment_weight=self.commitment_weight)
+
+  def embed(self, wav, *, stream: bool = False):
+    """[B, N] -> encoder output [B, N / hop_length, D] (float32)."""
+    if wav.ndim != 2:
+      raise ValueError(f"wav must be [batch, samples], got shape {wav.shape}")
+    if wav.shape[1] % self.hop_length:
+      raise ValueError(
+          f"wav length {wav.shape[1]} must be a multiple of hop_length {self.hop_length}")
+    return self.encoder(wav[..., None], stream=stream).astype(jnp.float32)
+
+  def encode(self, wav, *, num_levels: Optional[int] = None, stream: bool = False):
+    """[B, N] -> int32 codes [B, N / hop_length, num_levels or Q]."""
+    return self.quantizer.encode(self.embed(wav, stream=stream), num_levels)
+
+  def decode(self, codes, *, stream: bool = False):
+    """int32 codes [B, T, Q' <= Q] -> [B, T * hop_length] float32."""
+    return self.synthesize(self.quantizer.decode(codes), stream=stream)
+
+  def synthesize(self, embeddings, *, stream: bool = False):
+    """Quantized embeddings [B, T, D] -> waveform [B, T * hop_length] float32."""
+    return self.decoder(embeddings, stream=stream)[..., 0].astype(jnp.float32)
+
+  def __call__(self, wav, *, train: bool = False, num_levels: Optional[int] = None):
+    """Reconstructs [B, N]: returns (waveform [B, N], QuantizerOutput)."""
+    quantized = self.quantizer(self.embed(wav), train=train, num_levels=num_levels)
+    return self.synthesize(quantized.quantized), quantized

@@ -1,0 +1,133 @@
+"""SoundStream training task for the shared trainer.
+
+Two parameter groups and two phases per step: the discriminators
+('discriminator', hinge loss) and then the generator ('generator':
+multi-scale mel reconstruction + adversarial hinge + feature matching +
+RVQ commitment). The generator's adversarial and feature terms switch on at
+`discriminator_start_step`, when the discriminator phase starts. RVQ EMA
+statistics live in the 'quantizer' collection and are returned as updates by
+the generator phase only.
+"""
+from typing import Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+from soundlm import trainer
+from soundlm.codec import losses
+from soundlm.codec.discriminators import SoundStreamDiscriminator
+from soundlm.codec.model import SoundStream
+from soundlm.layers.rvq import COLLECTION
+
+
+@gin.configurable
+class CodecTask:
+  """Adversarial SoundStream training; weights default to the paper's (1, 100, 1)."""
+
+  def __init__(self, model: SoundStream = gin.REQUIRED,
+               discriminator: SoundStreamDiscriminator = gin.REQUIRED,
+               generator_optimizer: optax.GradientTransformation = gin.REQUIRED,
+               discriminator_optimizer: optax.GradientTransformation = gin.REQUIRED,
+               discriminator_start_step: int = 0, adversarial_weight: float = 1.0,
+               feature_weight: float = 100.0, reconstruction_weight: float = 1.0,
+               mel_windows: Sequence[int] = losses.MEL_WINDOWS, num_mels: int = 64,
+               feature_key: str = "waveform"):
+    if discriminator_start_step < 0:
+      raise ValueError(
+          f"discriminator_start_step must be >= 0, got {discriminator_start_step}")
+    self.model, self.discriminator = model, discriminator
+    self.generator_optimizer = generator_optimizer
+    self.discriminator_optimizer = discriminator_optimizer
+    self.discriminator_start_step = discriminator_start_step
+    self.adversarial_weight, self.feature_weight = adversarial_weight, feature_weight
+    self.reconstruction_weight = reconstruction_weight
+    self.mel_windows, self.num_mels = tuple(mel_windows), num_mels
+    self.feature_key = feature_key
+
+  def _waveform(self, batch):
+    if self.feature_key not in batch:
+      raise ValueError(f"batch has no {self.feature_key!r} (keys: {sorted(batch)})")
+    wav = batch[self.feature_key]
+    if wav.ndim != 2 or wav.shape[1] % self.model.hop_length:
+      raise ValueError(f"batch[{self.feature_key!r}] must be [batch, samples] with samples a "
+                       f"multiple of {self.model.hop_length}, got shape {wav.shape}")
+    return wav.astype(jnp.float32)
+
+  def init(self, rng, batch):
+    wav = self._waveform(batch)
+    generator_rng, discriminator_rng = jax.random.split(rng)
+    generator = self.model.init(generator_rng, wav)
+    discriminator = self.discriminator.init(discriminator_rng, wav)
+    return {"params": {"generator": generator["params"],
+                       "discriminator": discriminator["params"]},
+            COLLECTION: generator[COLLECTION]}
+
+  def _reconstruct(self, variables, wav, rng):
+    """Training-mode reconstruction: (waveform, QuantizerOutput, new quantizer state)."""
+    (recon, quantized), updates = self.model.apply(
+        {"params": variables["params"]["generator"], COLLECTION: variables[COLLECTION]},
+        wav, train=True, rngs={COLLECTION: rng}, mutable=[COLLECTION])
+    return recon, quantized, updates[COLLECTION]
+
+  def _discriminate(self, variables, wav):
+    return self.discriminator.apply({"params": variables["params"]["discriminator"]}, wav)
+
+  def discriminator_loss(self, variables, batch, rng, step):
+    del step
+    wav = self._waveform(batch)
+    recon, _, _ = self._reconstruct(variables, wav, rng)
+    real_logits, _ = self._discriminate(variables, wav)
+    fake_logits, _ = self._discriminate(variables, jax.lax.stop_gradient(recon))
+    loss = losses.discriminator_hinge_loss(real_logits, fake_logits)
+    metrics = {"real_logit": sum(jnp.mean(r) for r in real_logits) / len(real_logits),
+               "fake_logit": sum(jnp.mean(f) for f in fake_logits) / len(fake_logits)}
+    return loss, (metrics, {})
+
+  def _adversarial_terms(self, variables, wav, recon):
+    """(hinge generator loss, feature matching loss)."""
+    _, real_features = self._discriminate(variables, wav)
+    fake_logits, fake_features = self._discriminate(variables, recon)
+    return (losses.generator_hinge_loss(fake_logits),
+            losses.feature_matching_loss(real_features, fake_features))
+
+  def generator_loss(self, variables, batch, rng, step):
+    wav = self._waveform(batch)
+    recon, quantized, quantizer_state = self._reconstruct(variables, wav, rng)
+    mel = losses.multiscale_mel_loss(wav, recon, self.model.sample_rate, self.mel_windows,
+                                     self.num_mels)
+    adversarial, feature = jax.lax.cond(
+        step >= self.discriminator_start_step,
+        lambda: self._adversarial_terms(variables, wav, recon),
+        lambda: (jnp.zeros(()), jnp.zeros(())))
+    loss = (self.reconstruction_weight * mel + self.adversarial_weight * adversarial
+            + self.feature_weight * feature + quantized.commitment_loss)
+    metrics = {"mel_loss": mel, "adversarial_loss": adversarial, "feature_loss": feature,
+               "commitment_loss": quantized.commitment_loss,
+               "si_snr": jnp.mean(losses.si_snr(wav, recon))}
+    for level in range(self.model.num_levels):
+      metrics[f"perplexity/level_{level}"] = quantized.perplexity[level]
+      metrics[f"dead_codes/level_{level}"] = quantized.dead_codes[level]
+    return loss, (metrics, {COLLECTION: quantizer_state})
+
+  def phases(self):
+    return [
+        trainer.Phase("discriminator", self.discriminator_loss, self.discriminator_optimizer,
+                      start_step=self.discriminator_start_step),
+        trainer.Phase("generator", self.generator_loss, self.generator_optimizer),
+    ]
+
+  def evaluate(self, variables, batch, rng):
+    """Reconstruction quality with all levels and with one level."""
+    del rng
+    wav = self._waveform(batch)
+    generator = {"params": variables["params"]["generator"], COLLECTION: variables[COLLECTION]}
+    metrics = {}
+    for name, levels in (("all_levels", self.model.num_levels), ("one_level", 1)):
+      recon, _ = self.model.apply(generator, wav, num_levels=levels)
+      metrics[f"{name}/mel_distance"] = losses.mel_distance(wav, recon, self.model.sample_rate)
+      metrics[f"{name}/si_snr"] = jnp.mean(losses.si_snr(wav, recon))
+      metrics[f"{name}/mel_loss"] = losses.multiscale_mel_loss(
+          wav, recon, self.model.sample_rate, self.mel_windows, self.num_mels)
+    return metrics
