@@ -1,0 +1,188 @@
+"""`SemanticTokenizer`: 16 kHz waveforms -> 25 Hz semantic token ids.
+
+tokens = k-means id of the (per-dimension normalised) embedding of one
+w2v-BERT hidden state. For a clip of N samples there are exactly
+T25 = N // 640 tokens; token t describes samples [640 t, 640 t + 640), and
+the last N % 640 samples (under 40 ms) produce no token. Models whose
+Conformer stack runs at 50 Hz (w2v-BERT 2.0) have each pair of frames
+averaged into one 25 Hz embedding before clustering.
+"""
+import functools
+import os
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from soundlm.semantic import features as features_lib
+from soundlm.semantic.config import W2vBertConfig, read_config, read_token_config
+from soundlm.semantic.encoder import W2vBertEncoder, input_features
+from soundlm.semantic.hf_import import load_hf_w2v_bert
+from soundlm.semantic.kmeans import KMeans
+
+
+class SemanticEmbedder:
+  """A w2v-BERT encoder and the hidden-state index `layer` (0 = front-end output,
+  i = output of Conformer block i) whose 25 Hz embeddings are clustered."""
+
+  def __init__(self, config: W2vBertConfig, encoder_params, layer: int):
+    if not 0 <= layer <= config.num_layers:
+      raise ValueError(f"layer: expected a hidden-state index in 0..{config.num_layers}, "
+                       f"got {layer}")
+    self.config, self.params, self.layer = config, encoder_params, layer
+    self._encoder = W2vBertEncoder(config)
+    self._embed = jax.jit(self.embed_fn)
+
+  def embed_fn(self, params, wav):
+    """Pure function: (encoder params, [B, N] waveform) -> [B, N // 640, width]."""
+    hidden, _ = self._encoder.apply({"params": params}, input_features(wav, self.config),
+                                    num_layers=self.layer)
+    x = hidden[self.layer]
+    if self.config.model_frame_rate == 50:
+      x = x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2]).mean(axis=2)
+    return x
+
+  def embed(self, wav, sample_rate: int | None = None) -> jax.Array:
+    """float32 [B, N] waveform -> float32 [B, N // 640, width] embeddings of `layer`."""
+    features_lib.check_waveform(wav, sample_rate)
+    return self._embed(self.params, jnp.asarray(wav, jnp.float32))
+
+  @classmethod
+  def random(cls, config: str = "tiny", seed: int = 0, layer: int | None = None):
+    """Randomly initialised encoder of a named size or gin file."""
+    model_config = read_config(config)
+    encoder = W2vBertEncoder(model_config)
+    dummy = input_features(jnp.zeros((1, 640)), model_config)
+    params = nn.meta.unbox(jax.jit(encoder.init)(jax.random.key(seed), dummy))["params"]
+    return cls(model_config, params,
+               read_token_config(config).layer if layer is None else layer)
+
+  @classmethod
+  def from_checkpoints(cls, w2v_bert_workdir, layer: int, step: int | None = None):
+    """From a pre-training run's work dir: its config.gin and latest (or `step`)
+    checkpoint."""
+    workdir = pathlib.Path(os.fspath(w2v_bert_workdir))
+    config = read_config(workdir / "config.gin")
+    return cls(config, _restore_encoder(workdir / "checkpoints", step), layer)
+
+  @classmethod
+  def from_hf(cls, hf_dir, layer: int):
+    """From a local Hugging Face w2v-BERT 2.0 folder (config.json, model.safetensors)."""
+    config, params = load_hf_w2v_bert(hf_dir)
+    return cls(config, params, layer)
+
+
+class SemanticTokenizer:
+  """Embeddings of one w2v-BERT layer, assigned to k-means centroids."""
+  sample_rate = features_lib.SAMPLE_RATE
+  frame_rate = 25
+
+  def __init__(self, config: W2vBertConfig, encoder_params, kmeans: KMeans, layer: int):
+    self.embedder = SemanticEmbedder(config, encoder_params, layer)
+    if kmeans.dim != config.width:
+      raise ValueError(f"k-means centroids have dimension {kmeans.dim} but layer {layer} of "
+                       f"this w2v-BERT model has width {config.width}")
+    if kmeans.layer is not None and kmeans.layer != layer:
+      raise ValueError(f"the k-means centroids were fitted on layer {kmeans.layer}, not on "
+                       f"the requested layer {layer}")
+    self.config, self.layer, self.kmeans = config, layer, kmeans
+    self.params = encoder_params
+    self._tokenize = jax.jit(self.tokenize_fn)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.kmeans.num_clusters
+
+  # --- construction ------------------------------------------------------
+
+  @classmethod
+  def random(cls, config: str = "tiny", seed: int = 0) -> "SemanticTokenizer":
+    """Randomly initialised w2v-BERT of a named size or gin file, with random
+    centroids (standard normal in the normalised space, normalisation taken
+    from the embeddings of a fixed test signal)."""
+    embedder = SemanticEmbedder.random(config, seed)
+    width = embedder.config.width
+    flat = np.asarray(embedder.embed(_test_signal())).reshape(-1, width)
+    centroids = np.random.default_rng(seed).standard_normal(
+        (read_token_config(config).num_clusters, width))
+    kmeans = KMeans(centroids.astype(np.float32), flat.mean(0),
+                    np.maximum(flat.std(0), 1e-6), embedder.layer)
+    return cls(embedder.config, embedder.params, kmeans, embedder.layer)
+
+  @classmethod
+  def from_checkpoints(cls, w2v_bert_workdir, kmeans_path, layer: int | None = None,
+                       step: int | None = None) -> "SemanticTokenizer":
+    """From a pre-training run's work dir (its config.gin and latest, or `step`,
+    checkpoint) and a k-means file; `layer` defaults to the one k-means used."""
+    kmeans = KMeans.load(kmeans_path)
+    embedder = SemanticEmbedder.from_checkpoints(w2v_bert_workdir, _layer(layer, kmeans), step)
+    return cls(embedder.config, embedder.params, kmeans, embedder.layer)
+
+  @classmethod
+  def from_hf(cls, hf_dir, kmeans_path, layer: int | None = None) -> "SemanticTokenizer":
+    """From a local Hugging Face w2v-BERT 2.0 folder (config.json and
+    model.safetensors) and a k-means file fitted on its embeddings."""
+    kmeans = KMeans.load(kmeans_path)
+    embedder = SemanticEmbedder.from_hf(hf_dir, _layer(layer, kmeans))
+    return cls(embedder.config, embedder.params, kmeans, embedder.layer)
+
+  # --- use ---------------------------------------------------------------
+
+  def tokenize_fn(self, params, wav):
+    """Pure function: (encoder params, [B, N] waveform) -> int32 [B, N // 640]."""
+    return self.kmeans.assign(self.embedder.embed_fn(params, wav))
+
+  def tokenize(self, wav, sample_rate: int | None = None) -> jax.Array:
+    """float32 [B, N] waveform in [-1, 1] at 16 kHz -> int32 [B, N // 640] tokens.
+
+    `sample_rate`, when given, must be 16000. Raises ValueError for
+    multi-channel audio, non-float samples, or clips shorter than 640 samples.
+    """
+    features_lib.check_waveform(wav, sample_rate)
+    return self._tokenize(self.params, jnp.asarray(wav, jnp.float32))
+
+  def tokenize_file(self, path) -> np.ndarray:
+    """int32 [N // 640] tokens of a mono 16 kHz audio file (other rates and
+    channel counts are refused)."""
+    from soundlm.data import audio
+    wav, _ = audio.read_audio(path, self.sample_rate)
+    return np.asarray(self.tokenize(wav[None]))[0]
+
+
+def _layer(layer, kmeans):
+  if layer is None:
+    if kmeans.layer is None:
+      raise ValueError("layer: the k-means file does not record its layer; pass layer=")
+    return kmeans.layer
+  return layer
+
+
+@functools.lru_cache(maxsize=1)
+def _test_signal() -> np.ndarray:
+  """Two seconds of gliding harmonic tones and noise, [2, 32000]."""
+  t = np.arange(32_000) / features_lib.SAMPLE_RATE
+  rng = np.random.default_rng(0)
+  rows = [0.2 * np.sin(2 * np.pi * (f0 + 80 * t) * t) + 0.02 * rng.standard_normal(t.size)
+          for f0 in (110.0, 220.0)]
+  return np.stack(rows).astype(np.float32)
+
+
+def _restore_encoder(checkpoint_dir: pathlib.Path, step: int | None):
+  import orbax.checkpoint as ocp
+  if not checkpoint_dir.is_dir():
+    raise FileNotFoundError(f"{checkpoint_dir}: no checkpoints folder (expected a "
+                            "soundlm.train work dir)")
+  steps = sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit())
+  if not steps:
+    raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint steps")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f"{checkpoint_dir}: no step {step} (have {steps})")
+  state = ocp.StandardCheckpointer().restore(checkpoint_dir / str(step) / "state")
+  try:
+    return jax.tree_util.tree_map(np.asarray, state["params"]["model"]["encoder"])
+  except KeyError as e:
+    raise ValueError(f"{checkpoint_dir}/{step}: not a w2v-BERT pre-training checkpoint "
+                     f"(no params/model/encoder)") from e

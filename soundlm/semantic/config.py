@@ -1,0 +1,163 @@
+"""Hyperparameters of a w2v-BERT model, bound in gin and readable without gin's
+global state.
+
+Model gin files (`gin/semantic/*.gin`) bind `W2vBertConfig.<field> = <literal>`
+and `TokenConfig.<field> = <literal>`. `read_config` parses such a file (or a
+training run's saved config.gin) on its own, so a tokenizer built from one
+never disturbs the gin configuration of the program around it.
+"""
+import dataclasses
+import io
+import pathlib
+
+import gin
+from gin import config_parser
+
+GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin" / "semantic"
+FRONTENDS = ("conv", "stacked")
+BLOCKS = ("conformer", "w2v_bert_2")
+POSITIONS = ("rope", "relative_key", "rotary", "none")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class W2vBertConfig:
+  """One w2v-BERT model.
+
+  frontend: 'conv' is the w2v-BERT paper's (log-mel, two stride-2 2-D
+    convolutions: 25 Hz); 'stacked' is w2v-BERT 2.0's (pairs of 100 Hz fbank
+    frames stacked into 160-dim vectors, LayerNorm, linear: 50 Hz).
+  block: 'conformer' is `soundlm.layers.conformer.ConformerBlock`;
+    'w2v_bert_2' reproduces the Hugging Face `Wav2Vec2BertEncoderLayer`
+    exactly (biases, causal depthwise convolution, Shaw relative keys).
+  """
+  frontend: str = "conv"
+  num_mel_bins: int = 80
+  conv_channels: int = 128
+  width: int = 1024
+  num_heads: int = 16
+  mlp_dim: int = 4096
+  conv_kernel_size: int = 31
+  num_contrastive_layers: int = 12
+  num_mlm_layers: int = 12
+  block: str = "conformer"
+  position: str = "rope"
+  left_max_position: int = 64
+  right_max_position: int = 8
+  rotary_base: float = 10_000.0
+  layer_norm_eps: float = 1e-5
+  dropout_rate: float = 0.1
+  codebook_size: int = 1024
+  codebook_dim: int = 1024
+  contrastive_dim: int = 768
+
+  def __post_init__(self):
+    _one_of("frontend", self.frontend, FRONTENDS)
+    _one_of("block", self.block, BLOCKS)
+    _one_of("position", self.position, POSITIONS)
+    if self.block == "conformer" and self.position not in ("rope", "none"):
+      raise ValueError(f"position: the 'conformer' block supports 'rope' or 'none', "
+                       f"got {self.position!r}")
+    if self.block == "w2v_bert_2" and self.position == "rope":
+      raise ValueError("position: the 'w2v_bert_2' block uses 'relative_key', 'rotary' "
+                       "or 'none', got 'rope'")
+    if self.width % self.num_heads:
+      raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+    for name in ("width", "num_heads", "mlp_dim", "conv_kernel_size", "codebook_size",
+                 "codebook_dim", "contrastive_dim", "num_mel_bins", "conv_channels"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.num_contrastive_layers < 0 or self.num_mlm_layers < 0:
+      raise ValueError("num_contrastive_layers and num_mlm_layers must be >= 0")
+
+  @property
+  def num_layers(self) -> int:
+    return self.num_contrastive_layers + self.num_mlm_layers
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.num_heads
+
+  @property
+  def model_frame_rate(self) -> int:
+    """Frames per second of the Conformer stack (tokens are always 25 Hz)."""
+    return 25 if self.frontend == "conv" else 50
+
+
+def _one_of(name, value, choices):
+  if value not in choices:
+    raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+
+
+def config_path(config) -> pathlib.Path:
+  """'tiny' / 'paper' name gin/semantic/<name>.gin; anything else is a path."""
+  config = str(config)
+  named = "/" not in config and not config.endswith(".gin")
+  path = GIN_DIR / f"{config}.gin" if named else pathlib.Path(config)
+  if not path.is_file():
+    raise FileNotFoundError(f"config: no gin file {path} (give 'tiny', 'paper' or a path)")
+  return path
+
+
+def read_bindings(config, selector: str) -> dict:
+  """Literal bindings `<selector>.<arg> = value` of a gin file (following its
+  includes), read without touching gin's global configuration."""
+  path = config_path(str(config))
+  values = {}
+  parser = config_parser.ConfigParser(io.StringIO(path.read_text()), _Placeholders())
+  for statement in parser:
+    if isinstance(statement, config_parser.IncludeStatement):
+      included = pathlib.Path(statement.filename)
+      candidates = [path.parent / included, GIN_DIR.parents[1] / included, included]
+      found = next((c for c in candidates if c.is_file()), None)
+      if found is None:
+        raise FileNotFoundError(f"{path}: included file {statement.filename} not found")
+      values.update(read_bindings(found, selector))
+    elif (isinstance(statement, config_parser.BindingStatement)
+          and statement.selector.split(".")[-1] == selector):
+      if isinstance(statement.value, _Reference):
+        raise ValueError(f"{path}: {selector}.{statement.arg_name} must be a literal, "
+                         f"found {statement.value}")
+      values[statement.arg_name] = statement.value
+  return values
+
+
+def _from_bindings(cls, config):
+  values = read_bindings(config, cls.__name__)
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(f"{config}: {cls.__name__} has no field(s) {unknown}")
+  return cls(**values)
+
+
+def read_config(config) -> W2vBertConfig:
+  """W2vBertConfig from 'tiny', 'paper', a model gin file or a run's config.gin."""
+  return _from_bindings(W2vBertConfig, config)
+
+
+def read_token_config(config) -> "TokenConfig":
+  return _from_bindings(TokenConfig, config)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TokenConfig:
+  """Semantic-token settings that go with a model size: the number of k-means
+  clusters and the hidden-state index whose embeddings are clustered."""
+  num_clusters: int = 1024
+  layer: int = 19
+
+
+class _Reference(str):
+  """A configurable reference or macro met while reading literals."""
+
+
+class _Placeholders:
+  """Parser delegate standing in for references and macros."""
+
+  def configurable_reference(self, scoped_name, evaluate):
+    return _Reference(f"@{scoped_name}{'()' if evaluate else ''}")
+
+  def macro(self, name):
+    return _Reference(f"%{name}")

@@ -1,0 +1,68 @@
+"""The w2v-BERT encoder: front end, then a stack of Conformer blocks.
+
+Hidden state 0 is the front end's projected output (the first block's input);
+hidden state i is block i's output. The first `num_contrastive_layers` blocks
+form the contrastive module, the rest the masked-prediction (MLM) module.
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from soundlm.layers import initializers
+from soundlm.layers.conformer import ConformerBlock
+from soundlm.semantic import features as features_lib
+from soundlm.semantic.config import W2vBertConfig
+from soundlm.semantic.frontend import ConvSubsampling, StackedProjection
+from soundlm.semantic.hf_block import W2vBert2Block
+
+
+def input_features(wav: jnp.ndarray, config: W2vBertConfig) -> jnp.ndarray:
+  """[B, N] 16 kHz waveform -> the encoder's input features for N // 640 tokens:
+  [B, 4 T25, mels] ('conv') or [B, 2 T25, 2 mels] ('stacked')."""
+  if config.frontend == "conv":
+    return features_lib.token_aligned_log_mel(wav, config.num_mel_bins)
+  mels = features_lib.token_aligned_log_mel(wav, config.num_mel_bins)
+  return features_lib.stack_frames(mels)
+
+
+class W2vBertEncoder(nn.Module):
+  """Input features -> (hidden states [L + 1 of B, T, width], unprojected front-end
+  features). `mask` (bool [B, T], True = masked) replaces the masked frames of
+  hidden state 0 by a learned embedding; `num_layers` stops the stack early."""
+  config: W2vBertConfig
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def _block(self, index):
+    c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if c.block == "w2v_bert_2":
+      return W2vBert2Block(c.num_heads, c.head_dim, c.mlp_dim, c.conv_kernel_size,
+                           c.position, c.left_max_position, c.right_max_position,
+                           c.rotary_base, c.layer_norm_eps, c.dropout_rate,
+                           name=f"layers_{index}", **kw)
+    return ConformerBlock(c.num_heads, c.head_dim, c.mlp_dim, c.conv_kernel_size,
+                          position=c.position, dropout_rate=c.dropout_rate,
+                          name=f"layers_{index}", **kw)
+
+  @nn.compact
+  def __call__(self, features, *, mask=None, deterministic: bool = True,
+               num_layers: int | None = None):
+    c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    num_layers = c.num_layers if num_layers is None else num_layers
+    if not 0 <= num_layers <= c.num_layers:
+      raise ValueError(f"num_layers: expected 0..{c.num_layers}, got {num_layers}")
+    if c.frontend == "conv":
+      frontend = ConvSubsampling(c.conv_channels, c.width, name="frontend", **kw)
+    else:
+      frontend = StackedProjection(c.width, c.layer_norm_eps, name="frontend", **kw)
+    x, unprojected = frontend(features)
+    mask_embedding = self.param("mask_embedding", initializers.logical(
+        nn.initializers.uniform(1.0), ("embed",)), (c.width,), self.param_dtype)
+    if mask is not None:
+      x = jnp.where(mask[..., None], mask_embedding.astype(x.dtype), x)
+    x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    hidden = [x]
+    for index in range(num_layers):
+      x = self._block(index)(x, deterministic=deterministic)
+      hidden.append(x)
+    return hidden, unprojected

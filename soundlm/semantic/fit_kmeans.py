@@ -1,0 +1,85 @@
+"""Fits the k-means of semantic tokens on a w2v-BERT layer's embeddings.
+
+    python -m soundlm.semantic.fit_kmeans --w2v_bert_workdir=/tmp/w2v_bert_tiny \\
+        --out=/tmp/w2v_bert_tiny/kmeans.npz
+    python -m soundlm.semantic.fit_kmeans --hf_dir=/models/w2v-bert-2.0 --layer=17 \\
+        --num_clusters=1024 --corpus_root=/data/speech_corpus --out=kmeans.npz
+
+Embeddings come from non-overlapping windows of every clip of the speech
+corpus (the built-in one unless `--corpus_root`); the remainder of each clip
+shorter than a window is not used, and the log says how much that was.
+"""
+import argparse
+import logging
+
+import numpy as np
+
+from soundlm.semantic.api import SemanticEmbedder
+from soundlm.semantic.config import read_token_config
+from soundlm.semantic.features import SAMPLE_RATE
+from soundlm.semantic.kmeans import KMeans, fit_kmeans
+
+
+def collect_embeddings(embedder: SemanticEmbedder, waveforms, window_seconds: float = 4.0,
+                       batch_size: int = 8) -> tuple[np.ndarray, float]:
+  """([frames, width] embeddings of all full windows, seconds left unused)."""
+  window = int(window_seconds * SAMPLE_RATE)
+  windows, unused = [], 0
+  for wav in waveforms:
+    count = wav.size // window
+    windows.extend(wav[i * window:(i + 1) * window] for i in range(count))
+    unused += wav.size - count * window
+  if not windows:
+    raise ValueError(f"no clip is as long as one window of {window_seconds} s")
+  chunks = []
+  for start in range(0, len(windows), batch_size):
+    batch = np.stack(windows[start:start + batch_size]).astype(np.float32)
+    chunks.append(np.asarray(embedder.embed(batch)).reshape(-1, embedder.config.width))
+  return np.concatenate(chunks), unused / SAMPLE_RATE
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--w2v_bert_workdir", help="soundlm.train work dir of a pre-training run")
+  source.add_argument("--hf_dir", help="local Hugging Face w2v-BERT 2.0 folder")
+  parser.add_argument("--layer", type=int, help="hidden-state index (default: the run's "
+                      "TokenConfig.layer; required with --hf_dir)")
+  parser.add_argument("--num_clusters", type=int, help="K (default: the run's "
+                      "TokenConfig.num_clusters, else 1024)")
+  parser.add_argument("--corpus_root", help="speech corpus root (default: built-in)")
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--window_seconds", type=float, default=4.0)
+  parser.add_argument("--update", default="lloyd", choices=("lloyd", "minibatch"))
+  parser.add_argument("--num_iters", type=int, default=50)
+  parser.add_argument("--out", required=True, help="k-means file to write (.npz)")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  from soundlm.data import corpus
+
+  if args.w2v_bert_workdir:
+    run_config = f"{args.w2v_bert_workdir}/config.gin"
+    tokens = read_token_config(run_config)
+    layer = tokens.layer if args.layer is None else args.layer
+    num_clusters = args.num_clusters or tokens.num_clusters
+    embedder = SemanticEmbedder.from_checkpoints(args.w2v_bert_workdir, layer)
+  else:
+    if args.layer is None:
+      parser.error("--layer is required with --hf_dir")
+    layer, num_clusters = args.layer, args.num_clusters or 1024
+    embedder = SemanticEmbedder.from_hf(args.hf_dir, layer)
+  clips = corpus.load_builtin(args.split, "speech", root=args.corpus_root)
+  embeddings, unused = collect_embeddings(embedder, [c.waveform for c in clips],
+                                          args.window_seconds)
+  logging.info("%d embeddings of layer %d from %d clips (%.1f s in partial windows unused)",
+               len(embeddings), layer, len(clips), unused)
+  kmeans, inertia = fit_kmeans(embeddings, num_clusters, update=args.update,
+                               num_iters=args.num_iters, layer=layer)
+  kmeans.save(args.out)
+  logging.info("wrote %s: K=%d, inertia %.4g -> %.4g", args.out, num_clusters, inertia[0],
+               inertia[-1])
+  return kmeans
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,190 @@
+"""k-means in JAX over normalised embeddings, as AudioLM's semantic tokens use.
+
+Each embedding dimension is first normalised to zero mean and unit variance
+(statistics of the fitting data, stored with the centroids). Initialisation is
+k-means++ (on a sample) or random rows. Two update rules:
+
+* 'lloyd': every iteration streams all rows through in mini-batches,
+  accumulates per-cluster sums and counts, then moves each centroid to its
+  cluster's mean (an emptied cluster keeps its centroid). The inertia never
+  rises from one iteration to the next.
+* 'minibatch' (Sculley, 2010): every iteration draws `batch_size` random rows
+  and moves each centroid towards its rows with a per-centroid rate of
+  1 / (rows it has seen); for data too large for full passes.
+
+With a `mesh`, each mini-batch is split over the mesh's batch axes
+('data', 'fsdp') and the cluster statistics are summed across them.
+"""
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from soundlm import partitioning
+
+_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class KMeans:
+  """Fitted centroids [K, D] in normalised space, plus the normalisation."""
+  centroids: np.ndarray
+  mean: np.ndarray
+  std: np.ndarray
+  layer: int | None = None  # encoder hidden-state index the embeddings came from
+
+  @property
+  def num_clusters(self) -> int:
+    return self.centroids.shape[0]
+
+  @property
+  def dim(self) -> int:
+    return self.centroids.shape[1]
+
+  def assign(self, embeddings: jax.Array) -> jax.Array:
+    """int32 cluster ids [...] of embeddings [..., D] (jittable)."""
+    if embeddings.shape[-1] != self.dim:
+      raise ValueError(f"embeddings: expected dimension {self.dim} (the k-means "
+                       f"centroids'), got {embeddings.shape[-1]}")
+    x = (embeddings - self.mean) / self.std
+    return _nearest(x.reshape(-1, self.dim), jnp.asarray(self.centroids))[0].reshape(
+        embeddings.shape[:-1])
+
+  def save(self, path) -> None:
+    path = os.fspath(path)
+    with open(path, "wb") as f:  # keeps the name as given (np.savez would add .npz)
+      np.savez(f, centroids=self.centroids, mean=self.mean, std=self.std,
+               layer=-1 if self.layer is None else self.layer, version=_FORMAT_VERSION)
+
+  @classmethod
+  def load(cls, path) -> "KMeans":
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"k-means file {path} does not exist")
+    with np.load(path) as data:
+      missing = {"centroids", "mean", "std", "layer", "version"} - set(data.files)
+      if missing:
+        raise ValueError(f"{path}: not a k-means file (missing {sorted(missing)})")
+      centroids, mean, std = data["centroids"], data["mean"], data["std"]
+      layer = int(data["layer"])
+    if centroids.ndim != 2 or mean.shape != (centroids.shape[1],) or std.shape != mean.shape:
+      raise ValueError(f"{path}: inconsistent shapes: centroids {centroids.shape}, mean "
+                       f"{mean.shape}, std {std.shape}")
+    return cls(centroids.astype(np.float32), mean.astype(np.float32),
+               std.astype(np.float32), None if layer < 0 else layer)
+
+
+def _nearest(x, centroids):
+  """(ids, squared distances) of the nearest centroid to each row of x."""
+  d2 = (jnp.sum(x * x, axis=1, keepdims=True)
+        - 2.0 * jnp.matmul(x, centroids.T, precision="highest")
+        + jnp.sum(centroids * centroids, axis=1)[None])
+  ids = jnp.argmin(d2, axis=1)
+  return ids.astype(jnp.int32), jnp.maximum(jnp.take_along_axis(d2, ids[:, None], 1)[:, 0], 0)
+
+
+@jax.jit
+def _statistics(x, weights, centroids):
+  """Per-cluster (sums [K, D], counts [K]) and the weighted inertia of one batch."""
+  ids, d2 = _nearest(x, centroids)
+  one_hot = jax.nn.one_hot(ids, centroids.shape[0], dtype=x.dtype) * weights[:, None]
+  sums = jnp.matmul(one_hot.T, x, precision="highest")
+  return sums, one_hot.sum(axis=0), jnp.sum(d2 * weights)
+
+
+def kmeans_plus_plus(rng: jax.Array, x: jax.Array, k: int) -> jax.Array:
+  """k rows of x chosen by k-means++ (each next one with probability ∝ D²)."""
+  first = jax.random.randint(rng, (), 0, x.shape[0])
+
+  def body(i, carry):
+    centroids, d2, key = carry
+    key, sub = jax.random.split(key)
+    pick = jax.random.categorical(sub, jnp.log(jnp.maximum(d2, 1e-30)))
+    centroids = centroids.at[i].set(x[pick])
+    d2 = jnp.minimum(d2, jnp.sum((x - x[pick]) ** 2, axis=1))
+    return centroids, d2, key
+
+  centroids = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
+  d2 = jnp.sum((x - x[first]) ** 2, axis=1)
+  return jax.lax.fori_loop(1, k, body, (centroids, d2, jax.random.fold_in(rng, 1)))[0]
+
+
+class _Batches:
+  """Fixed-size (padded, weighted) batches, placed over the mesh's batch axes."""
+
+  def __init__(self, x: np.ndarray, batch_size: int, mesh):
+    shards = partitioning.num_batch_shards(mesh) if mesh is not None else 1
+    self.x, self.size = x, -(-batch_size // shards) * shards
+    self.sharding = partitioning.batch_sharding(mesh, 2) if mesh is not None else None
+
+  def place(self, rows: np.ndarray):
+    pad = self.size - rows.shape[0]
+    weights = np.concatenate([np.ones(rows.shape[0]), np.zeros(pad)]).astype(np.float32)
+    rows = np.concatenate([rows, np.zeros((pad, rows.shape[1]), rows.dtype)])
+    if self.sharding is None:
+      return jnp.asarray(rows), jnp.asarray(weights)
+    weight_sharding = partitioning.batch_sharding(self.sharding.mesh, 1)
+    return jax.device_put(rows, self.sharding), jax.device_put(weights, weight_sharding)
+
+  def all(self):
+    for start in range(0, self.x.shape[0], self.size):
+      yield self.place(self.x[start:start + self.size])
+
+
+def fit_kmeans(embeddings, num_clusters: int = 1024, *, init: str = "kmeans++",
+               update: str = "lloyd", num_iters: int = 50, batch_size: int = 8192,
+               init_sample_size: int = 50_000, seed: int = 0, mesh=None,
+               layer: int | None = None) -> tuple[KMeans, list[float]]:
+  """Fits k-means to embeddings [N, D]; returns (KMeans, inertia per iteration).
+
+  The inertia of iteration i is the summed squared distance of the rows it
+  used (all rows for 'lloyd', its random batch for 'minibatch') to the
+  centroids it started from.
+  """
+  x = np.asarray(embeddings, np.float32)
+  if x.ndim != 2:
+    raise ValueError(f"embeddings: expected [N, D], got shape {x.shape}")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("embeddings: contain NaN or infinite values")
+  if not 1 <= num_clusters <= x.shape[0]:
+    raise ValueError(f"num_clusters: expected 1..{x.shape[0]} (the number of rows), "
+                     f"got {num_clusters}")
+  if init not in ("kmeans++", "random"):
+    raise ValueError(f"init: expected 'kmeans++' or 'random', got {init!r}")
+  if update not in ("lloyd", "minibatch"):
+    raise ValueError(f"update: expected 'lloyd' or 'minibatch', got {update!r}")
+  if num_iters < 1 or batch_size < 1:
+    raise ValueError(f"num_iters and batch_size must be >= 1, got {num_iters}, {batch_size}")
+  mean = x.mean(axis=0)
+  std = np.maximum(x.std(axis=0), 1e-6)
+  x = (x - mean) / std
+  rng = np.random.default_rng(seed)
+  key = jax.random.key(seed)
+  if init == "kmeans++":
+    sample = x[rng.permutation(x.shape[0])[:max(init_sample_size, num_clusters)]]
+    centroids = kmeans_plus_plus(key, jnp.asarray(sample), num_clusters)
+  else:
+    centroids = jnp.asarray(x[rng.choice(x.shape[0], num_clusters, replace=False)])
+  batches = _Batches(x, batch_size, mesh)
+  counts = jnp.zeros(num_clusters)
+  history = []
+  for _ in range(num_iters):
+    if update == "lloyd":
+      sums, counts, inertia = jnp.zeros_like(centroids), jnp.zeros(num_clusters), 0.0
+      for rows, weights in batches.all():
+        batch_sums, batch_counts, batch_inertia = _statistics(rows, weights, centroids)
+        sums, counts, inertia = sums + batch_sums, counts + batch_counts, inertia + batch_inertia
+      centroids = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None],
+                            centroids)
+    else:
+      rows, weights = batches.place(x[rng.choice(x.shape[0], min(batches.size, x.shape[0]),
+                                                 replace=False)])
+      batch_sums, batch_counts, inertia = _statistics(rows, weights, centroids)
+      counts = counts + batch_counts
+      step = jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1), 0.0)[:, None]
+      centroids = centroids + step * (batch_sums - batch_counts[:, None] * centroids)
+    history.append(float(inertia))
+  model = KMeans(np.asarray(centroids, np.float32), mean, std.astype(np.float32), layer)
+  return model, history

@@ -1,0 +1,85 @@
+"""SemanticTokenizer: shapes, batching, construction paths and bad input."""
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from soundlm.semantic.api import SemanticEmbedder, SemanticTokenizer
+from soundlm.semantic.kmeans import KMeans, fit_kmeans
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "w2v_bert"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  return SemanticTokenizer.random("tiny", seed=0)
+
+
+def _speechlike(batch, samples, seed=0):
+  rng = np.random.default_rng(seed)
+  t = np.arange(samples) / 16_000
+  rows = [0.3 * np.sin(2 * np.pi * rng.uniform(100, 300) * t * (1 + 0.3 * t))
+          + 0.02 * rng.standard_normal(samples) for _ in range(batch)]
+  return np.stack(rows).astype(np.float32)
+
+
+def test_tokens_shape_range_and_batch_independence(tokenizer):
+  assert (tokenizer.sample_rate, tokenizer.frame_rate, tokenizer.vocab_size) == (16000, 25, 64)
+  wav = _speechlike(3, 16_000 + 700)
+  tokens = tokenizer.tokenize(wav)
+  assert tokens.shape == (3, 26) and tokens.dtype == jnp.int32
+  tokens = np.asarray(tokens)
+  assert tokens.min() >= 0 and tokens.max() < 64 and len(np.unique(tokens)) > 3
+  np.testing.assert_array_equal(np.asarray(tokenizer.tokenize(wav[1:2])), tokens[1:2])
+
+
+def test_bad_waveforms_raise(tokenizer):
+  wav = _speechlike(1, 1600)
+  with pytest.raises(ValueError, match="sample_rate: expected 16000"):
+    tokenizer.tokenize(wav, sample_rate=24_000)
+  with pytest.raises(ValueError, match="multi-channel"):
+    tokenizer.tokenize(np.stack([wav, wav], axis=-1))
+  with pytest.raises(ValueError, match="shorter than one 25 Hz frame"):
+    tokenizer.tokenize(wav[:, :639])
+  with pytest.raises(ValueError, match=r"\[batch, samples\]"):
+    tokenizer.tokenize(wav[0])
+  with pytest.raises(ValueError, match="floating-point"):
+    tokenizer.tokenize((wav * 3e4).astype(np.int16))
+
+
+def test_audio_files_with_wrong_rate_or_channels_raise(tokenizer, tmp_path):
+  wav = _speechlike(1, 3200)[0]
+  sf.write(tmp_path / "ok.wav", wav, 16_000)
+  assert tokenizer.tokenize_file(tmp_path / "ok.wav").shape == (5,)
+  sf.write(tmp_path / "rate.wav", wav, 22_050)
+  with pytest.raises(ValueError, match="22050"):
+    tokenizer.tokenize_file(tmp_path / "rate.wav")
+  sf.write(tmp_path / "stereo.wav", np.stack([wav, wav], axis=1), 16_000)
+  with pytest.raises(ValueError, match="channel"):
+    tokenizer.tokenize_file(tmp_path / "stereo.wav")
+
+
+def test_mismatched_kmeans_and_layers_raise(tokenizer):
+  wrong_dim = KMeans(np.zeros((4, 8), np.float32), np.zeros(8, np.float32),
+                     np.ones(8, np.float32), 2)
+  with pytest.raises(ValueError, match="dimension 8 .* width 32"):
+    SemanticTokenizer(tokenizer.config, tokenizer.params, wrong_dim, 2)
+  with pytest.raises(ValueError, match="fitted on layer 2"):
+    SemanticTokenizer(tokenizer.config, tokenizer.params, tokenizer.kmeans, 1)
+  with pytest.raises(ValueError, match=r"layer: expected a hidden-state index in 0..2"):
+    SemanticEmbedder(tokenizer.config, tokenizer.params, 3)
+
+
+def test_tokenizer_from_hugging_face_folder(tmp_path):
+  embedder = SemanticEmbedder.from_hf(FIXTURE / "relative_key", layer=3)
+  wav = _speechlike(2, 16_000)
+  embeddings = np.asarray(embedder.embed(wav))
+  assert embeddings.shape == (2, 25, 32)  # 50 Hz frames averaged in pairs
+  kmeans, _ = fit_kmeans(embeddings.reshape(-1, 32), 8, num_iters=3, layer=3)
+  kmeans.save(tmp_path / "kmeans.npz")
+  tokenizer = SemanticTokenizer.from_hf(FIXTURE / "relative_key", tmp_path / "kmeans.npz")
+  tokens = np.asarray(tokenizer.tokenize(wav))
+  assert tokens.shape == (2, 25)
+  np.testing.assert_array_equal(tokens, np.asarray(kmeans.assign(embeddings)))
