@@ -1,0 +1,91 @@
+"""Synthetic stage sequences with a known entropy, for tests and smoke runs.
+
+The stage's targets (semantic tokens in stage 1, the flattened coarse codes
+in stage 2, the flattened fine codes in stage 3) follow one fixed random
+Markov chain started from its stationary distribution; the conditioning
+(semantic tokens in stage 2, coarse codes in stage 3) is uniform noise. So
+the best possible loss per target token is known exactly (`entropy`).
+"""
+from typing import Optional
+
+import gin
+import jax
+import numpy as np
+
+from soundlm.audiolm.layouts import Layout
+
+
+@gin.configurable(module="soundlm.audiolm")
+class MarkovStageData:
+  """Batches {'tokens': [B, L]} of one stage; a data iterator for the trainer.
+
+  `num_frames` counts semantic frames in stages 1-2 and acoustic frames in
+  stage 3 (default: one training crop). The chain is drawn from `chain_seed`;
+  each batch is a pure function of (seed, host, batch index), so an eval
+  iterator with another `seed` sees fresh sequences of the same process.
+  """
+
+  def __init__(self, layout: Layout = gin.REQUIRED, batch_size: int = 16,
+               num_frames: Optional[int] = None, seed: int = 0, chain_seed: int = 0,
+               concentration: float = 0.2):
+    if batch_size % jax.process_count():
+      raise ValueError(f"batch_size {batch_size} is not divisible by "
+                       f"{jax.process_count()} hosts")
+    self.layout, self.seed = layout, seed
+    self.local_batch_size = batch_size // jax.process_count()
+    if num_frames is None:
+      num_frames = (layout.crop_acoustic_frames if layout.stage == "fine"
+                    else layout.crop_semantic_frames)
+    if num_frames < 1:
+      raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    self.num_frames = num_frames
+    states = layout.target_width
+    rng = np.random.default_rng(chain_seed)
+    self.transitions = rng.dirichlet(np.full(states, concentration), size=states)
+    values, vectors = np.linalg.eig(self.transitions.T)
+    stationary = np.abs(np.real(vectors[:, np.argmin(np.abs(values - 1))]))
+    self.stationary = stationary / stationary.sum()
+    self._position = 0
+
+  def entropy(self) -> float:
+    """Nats per target token of the best predictor (the chain itself)."""
+    n = self.layout.target_length(self.num_frames)
+    logs = np.log(np.where(self.transitions > 0, self.transitions, 1.0))
+    rate = -(self.stationary * (self.transitions * logs).sum(axis=1)).sum()
+    first = -(self.stationary * np.log(np.maximum(self.stationary, 1e-30))).sum()
+    return float((first + (n - 1) * rate) / n)
+
+  def _chain(self, rng, length):
+    states = np.empty((self.local_batch_size, length), np.int32)
+    states[:, 0] = rng.choice(len(self.stationary), self.local_batch_size, p=self.stationary)
+    cumulative = np.cumsum(self.transitions, axis=1)
+    for t in range(1, length):
+      u = rng.random((self.local_batch_size, 1))
+      states[:, t] = np.minimum((u > cumulative[states[:, t - 1]]).sum(axis=1),
+                                len(self.stationary) - 1)
+    return states
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    layout, batch = self.layout, self.local_batch_size
+    rng = np.random.default_rng([self.seed, jax.process_index(), self._position])
+    self._position += 1
+    targets = self._chain(rng, layout.target_length(self.num_frames))
+    if layout.stage == "semantic":
+      return {"tokens": layout.to_sequence(semantic=targets)}
+    if layout.stage == "coarse":
+      semantic = rng.integers(0, layout.semantic_vocab, (batch, self.num_frames))
+      codes = targets.reshape(batch, -1, layout.num_coarse_levels)
+      return {"tokens": layout.to_sequence(semantic=semantic, codes=codes)}
+    coarse = rng.integers(0, layout.codebook_size,
+                          (batch, self.num_frames, layout.num_coarse_levels))
+    codes = np.concatenate([coarse, targets.reshape(batch, self.num_frames, -1)], axis=-1)
+    return {"tokens": layout.to_sequence(codes=codes)}
+
+  def get_state(self) -> dict:
+    return {"position": self._position}
+
+  def set_state(self, state: dict) -> None:
+    self._position = int(state["position"])
