@@ -1,0 +1,117 @@
+"""The SoundStorm network: a bidirectional Conformer over summed token embeddings.
+
+Frame t's input is the sum of one embedding per RVQ level (each level has its
+own table whose last row is that level's mask token) and the embedding of the
+semantic token aligned to t. One dense output head per level; callers that
+need a single level (decoding, training on level q) ask for just that head.
+"""
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+
+from soundlm.layers import initializers
+from soundlm.layers.conformer import ConformerBlock
+
+
+def align_semantic(semantic, num_frames: int, frames_per_token: int):
+  """Duplicates each semantic token to `frames_per_token` codec frames.
+
+  Refuses lengths that do not line up instead of trimming or padding them.
+  """
+  if semantic.ndim != 2:
+    raise ValueError(f"semantic must be [batch, time], got shape {semantic.shape}")
+  expected = semantic.shape[1] * frames_per_token
+  if expected != num_frames:
+    raise ValueError(
+        f"semantic length {semantic.shape[1]} x {frames_per_token} frames per "
+        f"token = {expected} does not match num_frames = {num_frames}")
+  return jnp.repeat(semantic, frames_per_token, axis=1)
+
+
+@gin.configurable
+class SoundStormModel(nn.Module):
+  """Maps (semantic [B, T/r], codes [B, T, Q] with mask ids) to per-level logits."""
+  semantic_vocab: int
+  codebook_size: int
+  num_levels: int
+  num_layers: int = 12
+  embed_dim: int = 1024
+  num_heads: int = 16
+  head_dim: int = 64
+  mlp_dim: int = 4096
+  conv_kernel_size: int = 5
+  dropout_rate: float = 0.0
+  frames_per_semantic_token: int = 2
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  attention_implementation: str | None = None  # None (backend default), 'xla', 'cudnn'
+
+  @property
+  def mask_id(self) -> int:
+    """The id that marks a masked code at every level (one past the codebook)."""
+    return self.codebook_size
+
+  @nn.compact
+  def __call__(self, semantic, codes, *, level=None, padding_mask=None,
+               deterministic=True):
+    """Returns float32 logits.
+
+    level: None -> [B, T, Q, K] (every head); a scalar (may be traced) ->
+    [B, T, K] for that level; an int array [B] -> [B, T, K], one level per
+    example.
+    """
+    dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+    batch, num_frames, num_levels = codes.shape
+    if num_levels != self.num_levels:
+      raise ValueError(f"codes must have {self.num_levels} levels, got shape {codes.shape}")
+    aligned = align_semantic(semantic, num_frames, self.frames_per_semantic_token)
+    if aligned.shape[0] != batch:
+      raise ValueError(f"semantic batch {semantic.shape[0]} != codes batch {batch}")
+
+    init = nn.initializers.normal(stddev=1.0)
+    code_table = self.param(
+        "code_embedding", initializers.kernel(("levels", None, "embed"), init),
+        (self.num_levels, self.codebook_size + 1, self.embed_dim), param_dtype)
+    semantic_table = self.param(
+        "semantic_embedding", initializers.kernel(("vocab", "embed"), init),
+        (self.semantic_vocab, self.embed_dim), param_dtype)
+    # Level q's ids index rows q * (K + 1) ... of the flattened table.
+    offsets = jnp.arange(self.num_levels) * (self.codebook_size + 1)
+    flat_table = code_table.reshape(-1, self.embed_dim).astype(dtype)
+    x = jnp.take(flat_table, codes + offsets, axis=0).sum(axis=2)
+    x = x + jnp.take(semantic_table.astype(dtype), aligned, axis=0)
+    x = x * jnp.asarray((self.num_levels + 1) ** -0.5, dtype)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    for i in range(self.num_layers):
+      x = ConformerBlock(
+          num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim,
+          conv_kernel_size=self.conv_kernel_size, position="rope",
+          dropout_rate=self.dropout_rate, dtype=dtype, param_dtype=param_dtype,
+          attention_implementation=self.attention_implementation, name=f"block_{i}")(
+              x, padding_mask=padding_mask, deterministic=deterministic)
+    # Each Conformer block ends in a LayerNorm, so the heads read normalised features.
+    return self._heads(x, level, dtype, param_dtype)
+
+  def _heads(self, x, level, dtype, param_dtype):
+    kernel = self.param(
+        "head_kernel",
+        initializers.kernel(("levels", "embed", "vocab"),
+                            nn.initializers.lecun_normal(batch_axis=(0,))),
+        (self.num_levels, self.embed_dim, self.codebook_size), param_dtype)
+    bias = self.param("head_bias", initializers.zeros(("levels", "vocab")),
+                      (self.num_levels, self.codebook_size), param_dtype)
+    if level is None:
+      logits = jnp.einsum("btd,qdk->btqk", x, kernel.astype(dtype)) + bias.astype(dtype)
+    else:
+      level = jnp.asarray(level, jnp.int32)
+      if level.ndim == 0:
+        logits = x @ kernel[level].astype(dtype) + bias[level].astype(dtype)
+      elif level.shape == (x.shape[0],):
+        logits = (jnp.einsum("btd,bdk->btk", x, kernel[level].astype(dtype))
+                  + bias[level][:, None, :].astype(dtype))
+      else:
+        raise ValueError(f"level must be None, a scalar or shape [{x.shape[0]}], "
+                         f"got shape {level.shape}")
+    return logits.astype(jnp.float32)

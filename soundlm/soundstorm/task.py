@@ -1,0 +1,92 @@
+"""SoundStorm training through the shared trainer (one parameter group, 'model')."""
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+from soundlm import trainer
+from soundlm.soundstorm.masking import sample_training_mask
+from soundlm.soundstorm.model import SoundStormModel
+
+
+def level_targets(codes, level):
+  """codes [B, T, Q], level [B] -> the codes of each example's level, [B, T]."""
+  return jnp.take_along_axis(codes, level[:, None, None], axis=2)[..., 0]
+
+
+def masked_cross_entropy(logits, targets, weights):
+  """Mean cross-entropy and accuracy over the positions where `weights` is set."""
+  weights = weights.astype(jnp.float32)
+  count = jnp.maximum(weights.sum(), 1.0)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  return (loss * weights).sum() / count, (correct * weights).sum() / count
+
+
+@gin.configurable
+class SoundStormTask:
+  """Masked-token training with the paper's prompt/level/cosine masking.
+
+  Batches hold 'semantic' int32 [B, T/r] and 'codes' int32 [B, T, Q] (ids in
+  [0, K); the model reserves id K for the mask token), and optionally
+  'padding_mask' bool [B, T] (True on real frames), as made by the data
+  pipeline's SoundStorm feature converter.
+  """
+
+  def __init__(self, model: SoundStormModel = gin.REQUIRED,
+               optimizer: optax.GradientTransformation | None = None):
+    self.model = model
+    self.optimizer = optimizer if optimizer is not None else trainer.make_optimizer()
+
+  def init(self, rng, batch) -> dict:
+    codes = batch["codes"]
+    level = jnp.zeros((codes.shape[0],), jnp.int32)
+    variables = self.model.init({"params": rng}, batch["semantic"], codes, level=level)
+    return {"params": {"model": variables["params"]}}
+
+  def phases(self):
+    return [trainer.Phase("model", self.loss_fn, self.optimizer)]
+
+  def loss_fn(self, variables, batch, rng, step):
+    del step
+    codes = batch["codes"]
+    mask_rng, dropout_rng = jax.random.split(rng)
+    batch_size, num_frames, num_levels = codes.shape
+    padding_mask = batch.get("padding_mask")
+    lengths = None
+    if padding_mask is not None:
+      padding_mask = padding_mask.astype(bool)
+      lengths = padding_mask.sum(axis=1)
+    mask = sample_training_mask(mask_rng, batch_size, num_frames, num_levels, lengths)
+    inputs = jnp.where(mask.input_mask, self.model.mask_id, codes)
+    logits = self.model.apply(
+        {"params": variables["params"]["model"]}, batch["semantic"], inputs,
+        level=mask.level, padding_mask=padding_mask, deterministic=False,
+        rngs={"dropout": dropout_rng})
+    weights = level_targets(mask.loss_mask, mask.level)
+    if padding_mask is not None:
+      weights = weights & padding_mask
+    loss, accuracy = masked_cross_entropy(logits, level_targets(codes, mask.level),
+                                          weights)
+    metrics = {"accuracy": accuracy, "masked_fraction": weights.mean()}
+    return loss, (metrics, {})
+
+  def evaluate(self, variables, batch, rng) -> dict:
+    """Per-level accuracy with the coarser levels given and level q onwards masked."""
+    del rng
+    codes = batch["codes"]
+    padding_mask = batch.get("padding_mask")
+    if padding_mask is not None:
+      padding_mask = padding_mask.astype(bool)
+    weights = jnp.ones(codes.shape[:2], bool) if padding_mask is None else padding_mask
+    params = {"params": variables["params"]["model"]}
+    levels = jnp.arange(codes.shape[2])
+    metrics = {}
+    for q in range(codes.shape[2]):
+      inputs = jnp.where(levels >= q, self.model.mask_id, codes)
+      logits = self.model.apply(params, batch["semantic"], inputs, level=q,
+                                padding_mask=padding_mask)
+      loss, accuracy = masked_cross_entropy(logits, codes[..., q], weights)
+      metrics[f"level_{q}/accuracy"] = accuracy
+      metrics[f"level_{q}/loss"] = loss
+    return metrics
