@@ -1,0 +1,90 @@
+"""Reading audio files into float32 mono numpy arrays, with clear errors.
+
+Numpy/soundfile only (no TensorFlow), so the corpus loader and the tests of
+other areas can read audio anywhere. Resampling and down-mixing happen only
+when the caller asks for them; otherwise a mismatch is an error."""
+import math
+import os
+import re
+
+import numpy as np
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+class AudioFileError(ValueError):
+  """An audio file that cannot be used as it is; the message names the file."""
+
+  def __init__(self, path, problem: str):
+    super().__init__(f"{os.fspath(path)}: {problem}")
+    self.path = os.fspath(path)
+    self.problem = problem
+
+
+def resample(wav: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+  """Polyphase resampling along the last axis (scipy ships with jax)."""
+  if orig_rate == new_rate:
+    return wav
+  from scipy import signal
+
+  g = math.gcd(int(orig_rate), int(new_rate))
+  out = signal.resample_poly(wav, new_rate // g, orig_rate // g, axis=-1)
+  return out.astype(np.float32)
+
+
+def read_audio(path, sample_rate: int | None = None, *, allow_resample: bool = False,
+               allow_downmix: bool = False) -> tuple[np.ndarray, int]:
+  """Returns (float32 [N] waveform, sample rate).
+
+  Raises AudioFileError for unreadable, empty, truncated or non-finite
+  audio, for more than one channel unless `allow_downmix`, and for a rate
+  other than `sample_rate` unless `allow_resample`.
+  """
+  import soundfile as sf
+
+  try:
+    info = sf.info(os.fspath(path))
+  except Exception as e:  # libsndfile raises several types for bad files
+    raise AudioFileError(path, f"unreadable audio file ({type(e).__name__}: {e})") from e
+  declared = re.search(r"^data : (\d+) \(should be (\d+)\)", info.extra_info, re.MULTILINE)
+  if declared:  # a WAV whose data chunk is shorter than its header says
+    raise AudioFileError(path, f"truncated audio file: header declares {declared[1]} bytes "
+                               f"of audio data, the file holds {declared[2]}")
+  try:
+    wav, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+  except Exception as e:
+    raise AudioFileError(path, f"corrupt or truncated audio data ({type(e).__name__}: {e})"
+                         ) from e
+  if wav.shape[0] == 0:
+    raise AudioFileError(path, "empty audio file (0 samples)")
+  if 0 < info.frames != wav.shape[0]:
+    raise AudioFileError(path, f"truncated audio file: header says {info.frames} samples, "
+                               f"only {wav.shape[0]} could be read")
+  if not np.all(np.isfinite(wav)):
+    raise AudioFileError(path, "audio contains NaN or infinite samples")
+  if wav.shape[1] != 1:
+    if not allow_downmix:
+      raise AudioFileError(path, f"expected 1 channel (mono), found {wav.shape[1]}; "
+                                 "set allow_downmix=True to average the channels")
+    wav = wav.mean(axis=1, keepdims=True)
+  wav = wav[:, 0]
+  if sample_rate is not None and rate != sample_rate:
+    if not allow_resample:
+      raise AudioFileError(path, f"sample rate {rate} Hz, expected {sample_rate} Hz; "
+                                 "set allow_resample=True to resample")
+    wav, rate = resample(wav, rate, sample_rate), sample_rate
+  return wav, int(rate)
+
+
+def list_audio_files(root) -> list[str]:
+  """All audio files under `root`, sorted by relative path (deterministic order)."""
+  root = os.fspath(root)
+  if not os.path.isdir(root):
+    raise ValueError(f"root: {root!r} is not a directory")
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in filenames:
+      if name.lower().endswith(AUDIO_EXTENSIONS):
+        found.append(os.path.relpath(os.path.join(dirpath, name), root))
+  return sorted(found)
