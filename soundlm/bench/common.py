@@ -1,0 +1,267 @@
+"""Shared pieces of the benchmarks: timing, FLOP counting, device peaks, reports.
+
+    with compile_seconds() as compiled:            # trace + lower + XLA compile
+      first = timed(fn, *args)                     # warm-up call, excluded
+    t = time_calls(fn, *args, repeats=5)           # {'median_s', 'min_s', ...}
+    flops = xla_cost(jitted_fn, *abstract_args)    # XLA's count for one call
+    peak, source = device_peak_tflops(device.device_kind, 'bfloat16', override)
+
+Every timed call ends with `jax.block_until_ready` on its result, so the time
+covers the device work, not just the dispatch. XLA's cost analysis counts the
+body of a `while`/`scan`/`fori_loop` once, whatever its trip count: count one
+iteration (a forward pass, a decode step) and multiply by the iterations.
+"""
+import contextlib
+import datetime
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense (no sparsity) bf16 matrix peaks from vendor datasheets, TFLOP/s per
+# device. Substrings of `jax.Device.device_kind`, most specific first.
+BF16_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),      # SXM, e.g. 'NVIDIA H100 80GB HBM3'
+    ("GH200", 989.0),
+    ("H200", 989.0),
+    ("A100", 312.0),
+    ("L4", 121.0),
+    ("TPU v4", 275.0),
+    ("TPU v5 lite", 197.0),  # v5e
+    ("TPU v5e", 197.0),
+    ("TPU v5p", 459.0),
+    ("TPU v5", 459.0),       # v5p reports 'TPU v5'
+    ("TPU v6 lite", 918.0),  # Trillium
+)
+
+
+def device_peak_tflops(device_kind: str, dtype: str,
+                       override: float | None = None) -> tuple[float | None, str]:
+  """(peak TFLOP/s per device or None, where the figure comes from).
+
+  The table holds bf16 datasheet peaks only; for other dtypes, or devices not
+  in it, pass a measured or known figure as `override` (`--peak_tflops`).
+  """
+  if override is not None:
+    if override <= 0:
+      raise ValueError(f"peak_tflops must be > 0, got {override}")
+    return float(override), "--peak_tflops"
+  if jnp.dtype(dtype) != jnp.bfloat16:
+    return None, f"no table entry for {jnp.dtype(dtype).name}; pass --peak_tflops"
+  for name, peak in BF16_PEAK_TFLOPS:
+    if name.lower() in device_kind.lower():
+      return peak, f"{name} bf16 dense datasheet"
+  return None, f"no table entry for {device_kind!r}; pass --peak_tflops"
+
+
+def default_dtype(platform_name: str | None = None) -> str:
+  """bf16 compute on accelerators, float32 on CPU (where bf16 matmuls are slow)."""
+  platform_name = platform_name or jax.devices()[0].platform
+  return "float32" if platform_name == "cpu" else "bfloat16"
+
+
+def cast_floating(tree, dtype):
+  """Casts the floating-point leaves of `tree` to `dtype` (e.g. inference weights)."""
+  dtype = jnp.dtype(dtype)
+  return jax.tree_util.tree_map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+# --- compile time ---------------------------------------------------------------
+
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_active_compile_totals: list[list[float]] = []
+
+
+def _on_duration(event: str, seconds: float, **kwargs):
+  del kwargs
+  if event in _COMPILE_EVENTS:
+    for total in _active_compile_totals:
+      total[0] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+@contextlib.contextmanager
+def compile_seconds():
+  """Yields a one-element list that ends up holding the seconds JAX spent
+  tracing, lowering and compiling inside the block (from jax.monitoring)."""
+  total = [0.0]
+  _active_compile_totals.append(total)
+  try:
+    yield total
+  finally:
+    _active_compile_totals.remove(total)
+
+
+# --- timing --------------------------------------------------------------------
+
+def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
+  """(result, wall seconds) of one call, waiting for the device to finish."""
+  start = time.perf_counter()
+  result = jax.block_until_ready(fn(*args, **kwargs))
+  return result, time.perf_counter() - start
+
+
+def time_calls(fn: Callable, *args, repeats: int = 5, warmup: int = 1,
+               **kwargs) -> dict:
+  """Times `fn(*args)`: `warmup` untimed calls (compilation happens there), then
+  `repeats` timed ones. Returns medians and spread in seconds, the first call's
+  time and the compile time measured during the warm-up."""
+  if repeats < 1 or warmup < 1:
+    raise ValueError(f"repeats and warmup must be >= 1, got {repeats}, {warmup}")
+  with compile_seconds() as compile_s:
+    _, first = timed(fn, *args, **kwargs)
+    for _ in range(warmup - 1):
+      timed(fn, *args, **kwargs)
+  times = [timed(fn, *args, **kwargs)[1] for _ in range(repeats)]
+  return summarize(times, first_call_s=first, compile_s=compile_s[0])
+
+
+def summarize(times: Sequence[float], **extra) -> dict:
+  """Median, min, max and all times of repeated measurements."""
+  return dict(median_s=statistics.median(times), min_s=min(times), max_s=max(times),
+              times_s=list(times), **extra)
+
+
+# --- FLOPs ---------------------------------------------------------------------
+
+def xla_cost(fn: Callable, *args, static_argnums=(), **jit_kwargs) -> dict | None:
+  """XLA's cost analysis of one call of `jax.jit(fn)` on `args` (arrays or
+  `jax.ShapeDtypeStruct`s; nothing is allocated or run): {'flops',
+  'bytes_accessed', 'transcendentals'}, or None where the backend has none.
+
+  Counts the lowered HLO (no compilation, so it is cheap) and falls back to
+  the compiled executable's analysis where the lowered one is unavailable.
+  Loop bodies count once (see the module docstring).
+  """
+  lowered = jax.jit(fn, static_argnums=static_argnums, **jit_kwargs).lower(*args)
+  cost = None
+  for analyse in (lowered.cost_analysis, lambda: lowered.compile().cost_analysis()):
+    try:
+      cost = analyse()
+    except Exception as error:  # Not every backend implements cost analysis.
+      logging.info("XLA cost analysis unavailable here: %s", error)
+      continue
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else None
+    if cost and "flops" in cost:
+      break
+  if not cost or "flops" not in cost:
+    logging.warning("no XLA cost analysis for %s", getattr(fn, "__name__", fn))
+    return None
+  return {"flops": float(cost["flops"]),
+          "bytes_accessed": float(cost.get("bytes accessed", math.nan)),
+          "transcendentals": float(cost.get("transcendentals", math.nan))}
+
+
+def abstract(tree):
+  """ShapeDtypeStructs of a tree of arrays (for `xla_cost` without device data)."""
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def throughput(flops: float | None, seconds: float, peak_tflops: float | None,
+               num_devices: int = 1) -> dict:
+  """Achieved TFLOP/s (all devices together) and its fraction of their peak."""
+  if flops is None or seconds <= 0:
+    return {"achieved_tflops": None, "fraction_of_peak": None}
+  achieved = flops / seconds / 1e12
+  fraction = achieved / (peak_tflops * num_devices) if peak_tflops else None
+  return {"achieved_tflops": achieved, "fraction_of_peak": fraction}
+
+
+def matmul_tflops(dtype: str, size: int = 4096, repeats: int = 5) -> float:
+  """Measured TFLOP/s of one square matmul of `size`: a realistic ceiling for
+  the device (datasheet peaks are seldom reached)."""
+  key = jax.random.key(0)
+  a = jax.random.normal(key, (size, size), jnp.dtype(dtype))
+  b = jax.random.normal(jax.random.fold_in(key, 1), (size, size), jnp.dtype(dtype))
+  matmul = jax.jit(jnp.matmul)
+  timing = time_calls(matmul, a, b, repeats=repeats)
+  return 2 * size ** 3 / timing["min_s"] / 1e12
+
+
+# --- reports -------------------------------------------------------------------
+
+def environment() -> dict:
+  """Where and when a benchmark ran: device, counts, versions, host, UTC date."""
+  import flax
+  device = jax.devices()[0]
+  return dict(device_kind=device.device_kind, platform=device.platform,
+              num_devices=jax.device_count(), num_processes=jax.process_count(),
+              jax_version=jax.__version__, flax_version=flax.__version__,
+              python_version=platform.python_version(), host=platform.node(),
+              cpus=os.cpu_count(),
+              date=datetime.datetime.now(datetime.timezone.utc).strftime(
+                  "%Y-%m-%d %H:%M UTC"))
+
+
+def _plain(value):
+  if isinstance(value, dict):
+    return {str(k): _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def write_json(path: str, report: dict):
+  """Writes `report` (numpy scalars and non-finite floats made JSON-safe)."""
+  directory = os.path.dirname(path)
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(_plain(report), f, indent=2)
+    f.write("\n")
+
+
+def format_value(value, spec: str = "") -> str:
+  """`value` with format `spec`; '-' for None (a figure that was not measured)."""
+  if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    return "-"
+  return format(value, spec)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+  """A GitHub markdown table of already formatted cells."""
+  lines = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join(" ---: " for _ in headers) + "|"]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+# --- models ----------------------------------------------------------------------
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def audiolm_stage(config: str, stage: str):
+  """(ModelConfig, Layout) of one AudioLM stage from `gin/audiolm/<config>.gin`
+  (or a gin file path): the sizes, vocabularies and crops the runs use."""
+  import gin
+  from soundlm.audiolm.layouts import Layout
+  from soundlm.audiolm.model import ModelConfig
+  path = config if config.endswith(".gin") else os.path.join(
+      REPO_ROOT, "gin", "audiolm", f"{config}.gin")
+  if not os.path.isfile(path):
+    raise ValueError(f"config {config!r}: no gin file {path}")
+  with gin.unlock_config():
+    gin.parse_config_file(path)
+  with gin.config_scope(stage):
+    return ModelConfig(), Layout(stage=stage)
