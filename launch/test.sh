@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source launch/env.sh
-exec python -m pytest -n "${SOUNDLM_TEST_WORKERS:-2}" --durations=15 tests "$@"
+exec python -m pytest -n "${SOUNDLM_TEST_WORKERS:-2}" --dist loadgroup --durations=15 tests "$@"

@@ -86,6 +86,12 @@ class Codec:
     return cls(model, {"params": restored["params"]["generator"],
                        COLLECTION: restored["collections"][COLLECTION]})
 
+  def replicate_over(self, mesh: jax.sharding.Mesh) -> None:
+    """Copies the variables to every device of `mesh`, so that batches split
+    over it are encoded and decoded data-parallel."""
+    self.variables = jax.device_put(
+        self.variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
   # --- description ----------------------------------------------------------
 
   @property

@@ -128,6 +128,12 @@ class SemanticTokenizer:
     embedder = SemanticEmbedder.from_hf(hf_dir, _layer(layer, kmeans))
     return cls(embedder.config, embedder.params, kmeans, embedder.layer)
 
+  def replicate_over(self, mesh: jax.sharding.Mesh) -> None:
+    """Copies the encoder to every device of `mesh`, so that batches split
+    over it are tokenized data-parallel."""
+    self.params = jax.device_put(
+        self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
   # --- use ---------------------------------------------------------------
 
   def tokenize_fn(self, params, wav):

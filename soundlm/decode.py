@@ -1,0 +1,198 @@
+"""The batched decode job: a manifest of prompts in, audio files and a manifest out.
+
+    python -m soundlm.decode --manifest=items.jsonl --output_dir=out \
+        --gin_file=gin/generate/quickstart.gin
+
+Each input line is JSON: `{"id": "a", "prompt": "x.wav", "duration": 4.0,
+"seed": 0, "options": {...}}` (`prompt` may be null for unconditional audio,
+`id` defaults to the line number, `options` are `Pipeline.generate` keywords
+such as `acoustic` or `temperature`). Items are split over hosts (item i goes
+to host i mod hosts), grouped into fixed-size batches of identical shape, and
+every finished item gets `<id>.wav` plus a line in
+`manifest-<host>.jsonl`. Restarting skips items already in that manifest, so
+each is written exactly once. A bad item is recorded with its error and the
+rest go on.
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import soundfile
+
+ALLOWED_KEYS = {"id", "prompt", "duration", "seed", "options"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  id: str
+  prompt: str | None
+  duration: float
+  seed: int = 0
+  options: tuple = ()  # sorted (key, value) pairs, hashable for grouping
+
+
+@dataclasses.dataclass(frozen=True)
+class BadItem:
+  id: str
+  error: str
+
+
+def parse_manifest(path: str) -> list[Item | BadItem]:
+  """Every line of the manifest, valid or not (bad lines become BadItems)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--manifest {path!r} does not exist")
+  items, seen = [], set()
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      default_id = f"line{number:06d}"
+      try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+          raise ValueError("a line must be a JSON object")
+        unknown = set(record) - ALLOWED_KEYS
+        if unknown:
+          raise ValueError(f"unknown keys {sorted(unknown)} (allowed: {sorted(ALLOWED_KEYS)})")
+        item_id = str(record.get("id", default_id))
+        if item_id in seen:
+          raise ValueError(f"duplicate id {item_id!r}")
+        duration = record.get("duration")
+        if not isinstance(duration, (int, float)) or duration <= 0:
+          raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
+        options = record.get("options", {})
+        if not isinstance(options, dict):
+          raise ValueError(f"options must be an object, got {options!r}")
+        items.append(Item(item_id, record.get("prompt"), float(duration),
+                          int(record.get("seed", 0)), tuple(sorted(options.items()))))
+        seen.add(item_id)
+      except (ValueError, TypeError) as error:
+        items.append(BadItem(default_id, f"{path}:{number}: {error}"))
+  return items
+
+
+def _write_wav(path: str, wav: np.ndarray, sample_rate: int):
+  """Atomic: a crash never leaves a half-written file under the final name."""
+  tmp = path + ".tmp.wav"
+  soundfile.write(tmp, np.asarray(wav, np.float32), sample_rate, subtype="PCM_16")
+  os.replace(tmp, path)
+
+
+class OutputManifest:
+  """This host's output manifest: one JSON line per finished item."""
+
+  def __init__(self, output_dir: str, host: int):
+    self.path = os.path.join(output_dir, f"manifest-{host:05d}.jsonl")
+    self.done: set[str] = set()
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.done = {json.loads(line)["id"] for line in f if line.strip()}
+
+  def append(self, record: dict):
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    self.done.add(record["id"])
+
+
+GenerateBatch = Callable[[Sequence[Item], Sequence[np.ndarray | None]], np.ndarray]
+
+
+def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
+            load_prompt: Callable[[str], np.ndarray], output_dir: str, sample_rate: int,
+            batch_size: int, host: int = 0, num_hosts: int = 1) -> dict:
+  """Decodes this host's share of `items`; returns counts of what happened.
+
+  `generate_batch(items, prompts)` returns audio [batch_size, N] for exactly
+  `batch_size` items of identical shape; short batches are padded with copies
+  of their last item so that one compiled program serves every batch.
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  manifest = OutputManifest(output_dir, host)
+  mine = [it for i, it in enumerate(items) if i % num_hosts == host]
+  todo = [it for it in mine if it.id not in manifest.done]
+  counts = {"items": len(mine), "skipped_done": len(mine) - len(todo), "ok": 0, "errors": 0}
+
+  def fail(item_id, error):
+    logging.error("item %s failed: %s", item_id, error)
+    manifest.append({"id": item_id, "status": "error", "error": error})
+    counts["errors"] += 1
+
+  groups: dict[tuple, list[tuple[Item, np.ndarray | None]]] = {}
+  for item in todo:
+    if isinstance(item, BadItem):
+      fail(item.id, item.error)
+      continue
+    try:
+      prompt = None if item.prompt is None else load_prompt(item.prompt)
+    except (OSError, ValueError) as error:
+      fail(item.id, f"prompt {item.prompt!r}: {error}")
+      continue
+    shape = None if prompt is None else prompt.shape
+    groups.setdefault((shape, item.duration, item.options), []).append((item, prompt))
+
+  total, start = sum(len(g) for g in groups.values()), time.time()
+  for group in groups.values():
+    for first in range(0, len(group), batch_size):
+      chunk = group[first:first + batch_size]
+      padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+      try:
+        audio = generate_batch([it for it, _ in padded], [p for _, p in padded])
+      except ValueError as error:  # bad options or lengths for these items
+        for item, _ in chunk:
+          fail(item.id, str(error))
+        continue
+      for (item, _), wav in zip(chunk, np.asarray(audio)):
+        path = os.path.join(output_dir, f"{item.id}.wav")
+        _write_wav(path, wav, sample_rate)
+        manifest.append({"id": item.id, "status": "ok", "audio": path,
+                         "prompt": item.prompt, "duration": item.duration,
+                         "seed": item.seed, "options": dict(item.options)})
+        counts["ok"] += 1
+      finished = counts["ok"] + counts["errors"]
+      rate = finished / max(time.time() - start, 1e-9)
+      logging.info("decoded %d/%d items (%d errors), %.2f items/s", finished, total,
+                   counts["errors"], rate)
+  return counts
+
+
+def main(argv=None) -> int:
+  from soundlm import generate as generate_lib
+  from soundlm import partitioning
+  from soundlm import train as train_lib
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  train_lib.add_gin_flags(parser)
+  parser.add_argument("--manifest", required=True, help="input JSON-lines manifest")
+  parser.add_argument("--output_dir", required=True, help="audio and output manifests")
+  parser.add_argument("--batch_size", type=int, default=8)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                      force=True)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  if args.batch_size < 1:
+    parser.exit(2, f"error: --batch_size must be >= 1, got {args.batch_size}\n")
+  try:
+    train_lib.parse_gin(args.gin_file, args.gin_bindings)
+    items = parse_manifest(args.manifest)
+  except (FileNotFoundError, ValueError) as error:
+    parser.exit(2, f"error: {error}\n")
+  partitioning.initialize_distributed()
+  import jax
+  pipeline = generate_lib.Pipeline.from_gin()
+  counts = run_job(items, pipeline.generate_items, pipeline.load_prompt, args.output_dir,
+                   pipeline.sample_rate, args.batch_size, jax.process_index(),
+                   jax.process_count())
+  logging.info("done: %s", counts)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,286 @@
+"""End-to-end generation: prompt audio -> semantic tokens -> stage 1 -> acoustic
+tokens (SoundStorm, or AudioLM stages 2 + 3) -> SoundStream decoding -> audio.
+
+    python -m soundlm.generate --gin_file=gin/generate/quickstart.gin \
+        --prompt=speech.wav --duration=4 --output=continued.wav
+
+The prompt's own acoustic tokens condition the acoustic generator, so voice
+and recording conditions carry over; without a prompt the pipeline generates
+unconditionally. Every stage is jitted and batched; SoundStorm and the AR
+stages run over the mesh they were given.
+"""
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+import gin
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from soundlm import partitioning
+
+from soundlm.audiolm.api import AudioLM
+from soundlm.audiolm.decoding import SamplingConfig
+from soundlm.codec.api import Codec
+from soundlm.semantic.api import SemanticTokenizer
+from soundlm.soundstorm.api import SoundStorm
+
+ACOUSTIC_GENERATORS = ("soundstorm", "audiolm")
+
+
+def _check_compatible(codec: Codec, tokenizer: SemanticTokenizer, audiolm: AudioLM,
+                      soundstorm: SoundStorm | None):
+  """Refuses models trained for different token spaces or rates."""
+  if codec.sample_rate != tokenizer.sample_rate:
+    raise ValueError(f"the codec runs at {codec.sample_rate} Hz but the semantic tokenizer "
+                     f"at {tokenizer.sample_rate} Hz; use models of one sample rate")
+  ratio = codec.frame_rate / tokenizer.frame_rate
+  if abs(ratio - round(ratio)) > 1e-9:
+    raise ValueError(f"codec frames ({codec.frame_rate} Hz) are not a whole multiple of "
+                     f"semantic frames ({tokenizer.frame_rate} Hz)")
+  expected = {"semantic_vocab": tokenizer.vocab_size, "codebook_size": codec.codebook_size,
+              "num_levels": codec.num_levels}
+  spaces = [("AudioLM", audiolm.layout, round(ratio), audiolm.layout.frames_per_semantic)]
+  if soundstorm is not None:
+    spaces.append(("SoundStorm", soundstorm.model, round(ratio),
+                   soundstorm.model.frames_per_semantic_token))
+  for name, space, want_ratio, ratio_found in spaces:
+    for key, value in expected.items():
+      if getattr(space, key) != value:
+        raise ValueError(f"{name} was built for {key}={getattr(space, key)} but the "
+                         f"{'semantic tokenizer' if key == 'semantic_vocab' else 'codec'} "
+                         f"has {value}: the checkpoints come from different configs")
+    if ratio_found != want_ratio:
+      raise ValueError(f"{name} expects {ratio_found} codec frames per semantic token but "
+                       f"the codec and tokenizer give {want_ratio}")
+
+
+@gin.configurable
+class Pipeline:
+  """The chained models, with the sampling settings used by default."""
+
+  def __init__(self, codec: Codec, tokenizer: SemanticTokenizer, audiolm: AudioLM,
+               soundstorm: SoundStorm | None = None, *, acoustic: str = "soundstorm",
+               temperature: float = 0.8, mesh: Mesh | None = None):
+    """`mesh`: the mesh AudioLM and SoundStorm were built on; the codec and the
+    tokenizer are replicated over it and their batches split over its data axes."""
+    _check_compatible(codec, tokenizer, audiolm, soundstorm)
+    if acoustic not in ACOUSTIC_GENERATORS:
+      raise ValueError(f"acoustic must be one of {ACOUSTIC_GENERATORS}, got {acoustic!r}")
+    self.mesh = mesh
+    if mesh is not None:
+      codec.replicate_over(mesh)
+      tokenizer.replicate_over(mesh)
+    self.codec, self.tokenizer = codec, tokenizer
+    self.audiolm, self.soundstorm = audiolm, soundstorm
+    self.acoustic, self.temperature = acoustic, temperature
+    self.frames_per_semantic = round(codec.frame_rate / tokenizer.frame_rate)
+    self.samples_per_semantic = codec.hop_length * self.frames_per_semantic
+
+  @property
+  def sample_rate(self) -> int:
+    return self.codec.sample_rate
+
+  @classmethod
+  def random(cls, config: str = "tiny", seed: int = 0, *, mesh: Mesh | None = None,
+             rules=None, **kwargs) -> "Pipeline":
+    """Randomly initialised models of one size: for tests and benchmarks."""
+    codec = Codec.random(config, seed)
+    tokenizer = SemanticTokenizer.random(config, seed)
+    sizes = dict(semantic_vocab=tokenizer.vocab_size, codebook_size=codec.codebook_size,
+                 num_levels=codec.num_levels)
+    audiolm = AudioLM.random(config, seed=seed, num_coarse_levels=min(4, codec.num_levels - 1),
+                             mesh=mesh, rules=rules, **sizes)
+    soundstorm = SoundStorm.random(config, seed=seed, mesh=mesh, rules=rules, **sizes)
+    return cls(codec, tokenizer, audiolm, soundstorm, mesh=mesh, **kwargs)
+
+  @classmethod
+  def from_gin(cls) -> "Pipeline":
+    return load_pipeline()
+
+  # --- inputs --------------------------------------------------------------
+
+  def load_prompt(self, path: str) -> np.ndarray:
+    """Mono float32 samples of an audio file at the codec's sample rate."""
+    from soundlm.data import audio  # soundfile only; no TensorFlow
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"prompt file {path!r} does not exist")
+    wav, _ = audio.read_audio(path, self.sample_rate)
+    return wav
+
+  def _frames(self, duration: float) -> int:
+    frames = duration * self.tokenizer.frame_rate
+    if duration <= 0 or abs(frames - round(frames)) > 1e-6:
+      raise ValueError(f"duration must be a positive multiple of "
+                       f"{1 / self.tokenizer.frame_rate:g} s (one semantic frame), "
+                       f"got {duration}")
+    return round(frames)
+
+  # --- generation ----------------------------------------------------------
+
+  def generate(self, prompts: np.ndarray | None, duration: float, rng=0, *,
+               batch_size: int | None = None, acoustic: str | None = None,
+               keep_prompt: bool = True, temperature: float | None = None
+               ) -> np.ndarray:
+    """Audio float32 [B, duration x sample_rate].
+
+    prompts: float32 [B, N] at the codec's sample rate, or None (then
+    `batch_size` unconditional examples). The prompt is used in whole
+    semantic frames (`samples_per_semantic` samples each); with
+    `keep_prompt` those samples start the output unchanged.
+    """
+    acoustic = acoustic or self.acoustic
+    if acoustic not in ACOUSTIC_GENERATORS:
+      raise ValueError(f"acoustic must be one of {ACOUSTIC_GENERATORS}, got {acoustic!r}")
+    if acoustic == "soundstorm" and self.soundstorm is None:
+      raise ValueError("acoustic='soundstorm' but the pipeline has no SoundStorm model")
+    temperature = self.temperature if temperature is None else float(temperature)
+    rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
+    num_semantic = self._frames(duration)
+    semantic_prompt, prompt_codes, kept = self._encode_prompt(
+        prompts, duration, num_semantic, batch_size)
+    config = SamplingConfig(temperature=temperature)
+    semantic = self._continue_semantic(semantic_prompt, num_semantic,
+                                       jax.random.fold_in(rng, 1), config)
+    num_frames = num_semantic * self.frames_per_semantic
+    if acoustic == "soundstorm":
+      codes = self.soundstorm.generate(
+          semantic, num_frames, prompt_codes=prompt_codes, rng=jax.random.fold_in(rng, 2),
+          temperature=temperature)
+    else:
+      coarse = self._continue_coarse(semantic, prompt_codes, jax.random.fold_in(rng, 2),
+                                     config)
+      codes = self.audiolm.generate_fine(coarse, jax.random.fold_in(rng, 3),
+                                         prompt_codes=prompt_codes, config=config)
+    audio = np.array(self.codec.decode(self._place_batch(codes)))
+    if keep_prompt and kept is not None:
+      audio[:, :kept.shape[1]] = kept
+    return audio
+
+  def _place_batch(self, x: np.ndarray):
+    """Split over the mesh's data axes when the batch divides evenly."""
+    if self.mesh is None or x.shape[0] % partitioning.num_batch_shards(self.mesh):
+      return x
+    return jax.device_put(x, partitioning.batch_sharding(self.mesh, x.ndim))
+
+  def _window(self, stage: str) -> int:
+    return self.audiolm.stages[stage][0].layout.crop_semantic_frames
+
+  def _prompt_in_window(self, num_prompt: int, stage: str) -> int:
+    """Leading prompt frames to leave out of a stage's first window.
+
+    A prompt that fills the stage's window is cut to its last half window
+    (the context the stage's sliding windows keep); the frames left out are
+    copied to the output unchanged.
+    """
+    window = self._window(stage)
+    return 0 if num_prompt < window else num_prompt - window // 2
+
+  def _continue_semantic(self, prompt, num_semantic, rng, config):
+    drop = self._prompt_in_window(prompt.shape[1], "semantic")
+    tail = self.audiolm.generate_semantic(prompt[:, drop:], num_semantic - prompt.shape[1],
+                                          rng, config=config)
+    return np.concatenate([prompt[:, :drop], tail], axis=1)
+
+  def _continue_coarse(self, semantic, prompt_codes, rng, config):
+    if prompt_codes is None:
+      return self.audiolm.generate_coarse(semantic, None, rng, config=config)
+    r = self.frames_per_semantic
+    drop = self._prompt_in_window(prompt_codes.shape[1] // r, "coarse")
+    tail = self.audiolm.generate_coarse(semantic[:, drop:], prompt_codes[:, r * drop:], rng,
+                                        config=config)
+    levels = tail.shape[2]
+    return np.concatenate([prompt_codes[:, :r * drop, :levels], tail], axis=1)
+
+  def _encode_prompt(self, prompts, duration, num_semantic, batch_size):
+    """(semantic prompt [B, Tp], codes [B, r*Tp, Q] or None, samples used or None)."""
+    if prompts is None:
+      if not batch_size or batch_size < 1:
+        raise ValueError("batch_size must be >= 1 when there is no prompt")
+      return np.zeros((batch_size, 0), np.int32), None, None
+    prompts = np.asarray(prompts, np.float32)
+    if prompts.ndim != 2:
+      raise ValueError(f"prompts must be [batch, samples], got shape {prompts.shape}")
+    if batch_size is not None and batch_size != prompts.shape[0]:
+      raise ValueError(f"batch_size {batch_size} differs from {prompts.shape[0]} prompts")
+    num_prompt = prompts.shape[1] // self.samples_per_semantic
+    if num_prompt < 1:
+      raise ValueError(f"the prompt has {prompts.shape[1]} samples, shorter than one "
+                       f"semantic frame ({self.samples_per_semantic} samples)")
+    if num_prompt >= num_semantic:
+      raise ValueError(f"the prompt ({prompts.shape[1] / self.sample_rate:.2f} s) is not "
+                       f"shorter than the requested output ({duration} s)")
+    used = prompts[:, :num_prompt * self.samples_per_semantic]
+    placed = self._place_batch(used)
+    semantic = np.asarray(self.tokenizer.tokenize(placed))
+    codes = np.asarray(self.codec.encode(placed))
+    return semantic, codes, used
+
+  def generate_items(self, items: Sequence, prompts: Sequence[np.ndarray | None]
+                     ) -> np.ndarray:
+    """The decode job's batch: items of one duration, options and prompt shape."""
+    first = items[0]
+    options = dict(first.options)
+    rng = jax.random.key(0)
+    for item in items:  # the batch's key depends on every item's seed
+      rng = jax.random.fold_in(rng, item.seed)
+    stacked = None if prompts[0] is None else np.stack(prompts)
+    return self.generate(stacked, first.duration, rng, batch_size=len(items), **options)
+
+
+@gin.configurable
+def load_pipeline(codec_workdir: str = gin.REQUIRED, w2v_bert_workdir: str = gin.REQUIRED,
+                  kmeans_path: str = gin.REQUIRED, semantic_workdir: str = gin.REQUIRED,
+                  coarse_workdir: str = gin.REQUIRED, fine_workdir: str = gin.REQUIRED,
+                  soundstorm_workdir: str | None = None, mesh: Mesh | None = None,
+                  rules=None, **kwargs) -> Pipeline:
+  """The pipeline from training work dirs (each holds config.gin + checkpoints).
+
+  With a mesh, AudioLM and SoundStorm parameters are laid out by `rules`
+  (default: the gin-configured `logical_axis_rules`) and batches split over
+  the data axes.
+  """
+  if mesh is not None and rules is None:
+    rules = partitioning.logical_axis_rules()
+  codec = Codec.from_checkpoint(codec_workdir)
+  tokenizer = SemanticTokenizer.from_checkpoints(w2v_bert_workdir, kmeans_path)
+  audiolm = AudioLM.from_checkpoints({"semantic": semantic_workdir, "coarse": coarse_workdir,
+                                      "fine": fine_workdir}, mesh=mesh, rules=rules)
+  soundstorm = (SoundStorm.from_checkpoint(soundstorm_workdir, mesh=mesh, rules=rules)
+                if soundstorm_workdir else None)
+  return Pipeline(codec, tokenizer, audiolm, soundstorm, mesh=mesh, **kwargs)
+
+
+def main(argv=None) -> int:
+  from soundlm import train as train_lib
+  from soundlm.decode import _write_wav
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  train_lib.add_gin_flags(parser)
+  parser.add_argument("--prompt", help="prompt audio file (omit for unconditional audio)")
+  parser.add_argument("--duration", type=float, required=True, help="output seconds")
+  parser.add_argument("--output", required=True, help="output .wav path")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--acoustic", choices=ACOUSTIC_GENERATORS, default=None)
+  parser.add_argument("--temperature", type=float, default=None)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                      force=True)
+  try:
+    train_lib.parse_gin(args.gin_file, args.gin_bindings)
+    pipeline = load_pipeline()
+    prompts = None if args.prompt is None else pipeline.load_prompt(args.prompt)[None]
+    audio = pipeline.generate(prompts, args.duration, args.seed, batch_size=1,
+                              acoustic=args.acoustic, temperature=args.temperature)
+  except (FileNotFoundError, ValueError) as error:
+    parser.exit(2, f"error: {error}\n")
+  _write_wav(args.output, audio[0], pipeline.sample_rate)
+  logging.info("wrote %s (%.2f s)", args.output, audio.shape[1] / pipeline.sample_rate)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
