@@ -5,6 +5,7 @@
     t = time_calls(fn, *args, repeats=5)           # {'median_s', 'min_s', ...}
     flops = xla_cost(jitted_fn, *abstract_args)    # XLA's count for one call
     peak, source = device_peak_tflops(device.device_kind, 'bfloat16', override)
+    replace_markdown_section('BENCHMARKS.md', 'gpu-paper:runtime', tables)
 
 Every timed call ends with `jax.block_until_ready` on its result, so the time
 covers the device work, not just the dispatch. XLA's cost analysis counts the
@@ -18,7 +19,10 @@ import logging
 import math
 import os
 import platform
+import re
+import shlex
 import statistics
+import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -68,6 +72,23 @@ def default_dtype(platform_name: str | None = None) -> str:
   """bf16 compute on accelerators, float32 on CPU (where bf16 matmuls are slow)."""
   platform_name = platform_name or jax.devices()[0].platform
   return "float32" if platform_name == "cpu" else "bfloat16"
+
+
+def attention_implementation(choice: str, platform_name: str, dtype: str,
+                             bidirectional: bool) -> str:
+  """The `jax.nn.dot_product_attention` implementation a benchmark uses.
+
+  'auto' takes cuDNN's fused kernel for bidirectional attention (SoundStorm)
+  on GPU in 16-bit, and XLA elsewhere: the AR stages attend through a masked,
+  biased KV cache and CPUs have no fused kernel. 'xla' or 'cudnn' force one.
+  """
+  if choice not in ("auto", "xla", "cudnn"):
+    raise ValueError(f"attention must be 'auto', 'xla' or 'cudnn', got {choice!r}")
+  if choice != "auto":
+    return choice
+  if bidirectional and platform_name == "gpu" and jnp.dtype(dtype).itemsize == 2:
+    return "cudnn"
+  return "xla"
 
 
 def cast_floating(tree, dtype):
@@ -143,12 +164,19 @@ def xla_cost(fn: Callable, *args, static_argnums=(), **jit_kwargs) -> dict | Non
   """XLA's cost analysis of one call of `jax.jit(fn)` on `args` (arrays or
   `jax.ShapeDtypeStruct`s; nothing is allocated or run): {'flops',
   'bytes_accessed', 'transcendentals'}, or None where the backend has none.
-
-  Counts the lowered HLO (no compilation, so it is cheap) and falls back to
-  the compiled executable's analysis where the lowered one is unavailable.
   Loop bodies count once (see the module docstring).
   """
-  lowered = jax.jit(fn, static_argnums=static_argnums, **jit_kwargs).lower(*args)
+  return lowered_cost(jax.jit(fn, static_argnums=static_argnums, **jit_kwargs).lower(*args))
+
+
+def lowered_cost(lowered) -> dict | None:
+  """`xla_cost` of an already lowered computation (`jax.jit(f).lower(...)`).
+
+  Counts the lowered HLO, before SPMD partitioning, so the figure covers the
+  whole (global) computation, and it needs no compilation; falls back to the
+  compiled executable's analysis where the lowered one is unavailable (after
+  partitioning, that counts one device's share).
+  """
   cost = None
   for analyse in (lowered.cost_analysis, lambda: lowered.compile().cost_analysis()):
     try:
@@ -161,7 +189,7 @@ def xla_cost(fn: Callable, *args, static_argnums=(), **jit_kwargs) -> dict | Non
     if cost and "flops" in cost:
       break
   if not cost or "flops" not in cost:
-    logging.warning("no XLA cost analysis for %s", getattr(fn, "__name__", fn))
+    logging.warning("no XLA cost analysis for this computation")
     return None
   return {"flops": float(cost["flops"]),
           "bytes_accessed": float(cost.get("bytes accessed", math.nan)),
@@ -183,9 +211,12 @@ def throughput(flops: float | None, seconds: float, peak_tflops: float | None,
   return {"achieved_tflops": achieved, "fraction_of_peak": fraction}
 
 
-def matmul_tflops(dtype: str, size: int = 4096, repeats: int = 5) -> float:
-  """Measured TFLOP/s of one square matmul of `size`: a realistic ceiling for
-  the device (datasheet peaks are seldom reached)."""
+def matmul_tflops(dtype: str, size: int | None = None, repeats: int = 5) -> float:
+  """Measured TFLOP/s of one square matmul of `size` (default 1024 on CPU,
+  8192 on accelerators): a realistic ceiling for the device (datasheet peaks
+  are seldom reached)."""
+  if size is None:
+    size = 1024 if jax.devices()[0].platform == "cpu" else 8192
   key = jax.random.key(0)
   a = jax.random.normal(key, (size, size), jnp.dtype(dtype))
   b = jax.random.normal(jax.random.fold_in(key, 1), (size, size), jnp.dtype(dtype))
@@ -236,6 +267,81 @@ def format_value(value, spec: str = "") -> str:
   if value is None or (isinstance(value, float) and not math.isfinite(value)):
     return "-"
   return format(value, spec)
+
+
+def format_si(value, unit: str) -> str:
+  """`value` with an SI prefix, 3 significant digits: 2.37e13 -> '23.7 TFLOP'."""
+  if value is None or not math.isfinite(value):
+    return "-"
+  for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    if abs(value) >= scale:
+      return f"{value / scale:.3g} {prefix}{unit}"
+  return f"{value:.3g} {unit}"
+
+
+def verdict(met) -> str:
+  """'yes' / 'no' for a target, '-' where it could not be measured."""
+  return "-" if met is None else ("yes" if met else "no")
+
+
+def targets_table(rows: Sequence[Sequence[str]]) -> str:
+  """Markdown table of (target, goal, measured, met) rows."""
+  return markdown_table(["target", "goal", "measured", "met"], rows)
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+  """The shell command that reruns a benchmark with these arguments."""
+  args = sys.argv[1:] if argv is None else list(argv)
+  return shlex.join(["python", "-m", module, *args])
+
+
+def replace_markdown_section(path: str, section: str, text: str):
+  """Puts `text` between the lines `<!-- BEGIN section -->` and
+  `<!-- END section -->` of the markdown file `path`, so that generated
+  tables can be refreshed in a hand-written document."""
+  with open(path) as f:
+    document = f.read()
+  begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
+  pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.DOTALL)
+  if len(pattern.findall(document)) != 1:
+    raise ValueError(f"{path} must hold exactly one '{begin}' ... '{end}' block")
+  document = pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", document)
+  with open(path, "w") as f:
+    f.write(document)
+
+
+def add_output_flags(parser, default_out_dir: str):
+  """--out_dir, and the flags that refresh a markdown document from a report."""
+  parser.add_argument("--out_dir", default=default_out_dir)
+  parser.add_argument("--markdown", default=None,
+                      help="also put the tables into this markdown file (e.g. BENCHMARKS.md) "
+                           "between its '<!-- BEGIN SECTION -->' and '<!-- END SECTION -->' "
+                           "lines")
+  parser.add_argument("--section", default=None,
+                      help="the block of --markdown to replace (default: "
+                           "'<platform>-<size>:<benchmark>[-batch<N>]', e.g. "
+                           "'gpu-paper:runtime-batch8')")
+  parser.add_argument("--from_json", default=None,
+                      help="measure nothing: render the tables of this saved report "
+                           "(with --markdown, to regenerate a document)")
+
+
+def default_section(report: dict) -> str:
+  """'<platform>-<size>:<benchmark>', plus '-batch<N>' for a report made at
+  one batch size other than 1: e.g. 'gpu-paper:runtime-batch8'."""
+  batch = report.get("batch")
+  suffix = f"-batch{batch}" if isinstance(batch, int) and batch != 1 else ""
+  return (f"{report['environment']['platform']}-{report['size']}:"
+          f"{report['benchmark']}{suffix}")
+
+
+def load_json(path: str) -> dict:
+  """A report written by `write_json`, checked to be one."""
+  with open(path) as f:
+    report = json.load(f)
+  if not isinstance(report, dict) or "benchmark" not in report:
+    raise ValueError(f"{path} is not a benchmark report (no 'benchmark' field)")
+  return report
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -18,7 +18,11 @@ steps of each window. Achieved TFLOP/s are compared with the device's peak
 (bf16 datasheet table or `--peak_tflops`) and with a measured large matmul.
 
 Writes `runtime.json`, `runtime.md` (tables) and `runtime.png` (log-scale
-runtime against length, as in the paper's figure) into `--out_dir`.
+runtime against length, as in the paper's figure) into `--out_dir`;
+`--markdown FILE` also puts the plot and tables into FILE's marked block, and
+`--from_json` re-renders a saved report without measuring (see
+`launch/bench.sh`). At the paper size the tables open with the issue's
+targets that the report measures.
 """
 import argparse
 import dataclasses
@@ -54,6 +58,15 @@ LABELS = {"codec": "SoundStream decoding", "soundstorm": "SoundStorm",
           "audiolm": "AudioLM stages 2 + 3"}
 
 
+def frames(seconds: float) -> int:
+  """50 Hz codec frames in `seconds`, which must be whole 25 Hz semantic frames."""
+  semantic = seconds * SEMANTIC_RATE
+  if seconds <= 0 or abs(semantic - round(semantic)) > 1e-6:
+    raise ValueError(f"--seconds {seconds}: lengths must be positive multiples of "
+                     f"{1 / SEMANTIC_RATE} s (whole semantic frames)")
+  return round(semantic) * (ACOUSTIC_RATE // SEMANTIC_RATE)
+
+
 @dataclasses.dataclass
 class Setup:
   """The settings every component is built and timed with."""
@@ -66,17 +79,10 @@ class Setup:
   first_level_iterations: int
   seed: int
 
-  def attention_for(self, platform: str, model: str) -> str | None:
-    """Fused cuDNN attention for SoundStorm on GPU in 16-bit; XLA elsewhere.
-
-    The AR stages decode one query against a masked, biased KV cache, which
-    the XLA path serves; 'cudnn' forces cuDNN everywhere.
-    """
-    if self.attention != "auto":
-      return self.attention
-    if model == "soundstorm" and platform == "gpu" and jnp.dtype(self.dtype).itemsize == 2:
-      return "cudnn"
-    return "xla"
+  def attention_for(self, platform: str, model: str) -> str:
+    """See `common.attention_implementation`; only SoundStorm is bidirectional."""
+    return common.attention_implementation(self.attention, platform, self.dtype,
+                                           bidirectional=model == "soundstorm")
 
   def weights(self, tree):
     """Inference weights: cast to the compute dtype once, not per use."""
@@ -85,12 +91,12 @@ class Setup:
 
 # --- SoundStream -----------------------------------------------------------------
 
-def codec_case(codec: Codec, setup: Setup, seconds: int) -> dict:
+def codec_case(codec: Codec, setup: Setup, seconds: float) -> dict:
   model = codec.model.clone(dtype=jnp.dtype(setup.dtype))
   variables = setup.weights(codec.variables)
   rng = np.random.default_rng(setup.seed)
   codes = jnp.asarray(rng.integers(0, model.codebook_size,
-                                   (setup.batch, seconds * ACOUSTIC_RATE, model.num_levels)),
+                                   (setup.batch, frames(seconds), model.num_levels)),
                       jnp.int32)
   decode = lambda v, c: model.apply(v, c, method="decode")  # noqa: E731
   timing = common.time_calls(jax.jit(decode), variables, codes, repeats=setup.repeats)
@@ -100,10 +106,10 @@ def codec_case(codec: Codec, setup: Setup, seconds: int) -> dict:
 
 # --- SoundStorm ------------------------------------------------------------------
 
-def soundstorm_case(storm: SoundStorm, setup: Setup, seconds: int) -> dict:
+def soundstorm_case(storm: SoundStorm, setup: Setup, seconds: float) -> dict:
   model = storm.model
   variables = setup.weights(storm.variables)
-  num_frames = seconds * ACOUSTIC_RATE
+  num_frames = frames(seconds)
   schedule = schedule_lib.paper_schedule(model.num_levels, setup.first_level_iterations)
   rng = np.random.default_rng(setup.seed)
   semantic = jnp.asarray(rng.integers(
@@ -157,19 +163,20 @@ def _window_flops(decoder: Decoder, params_shapes, batch: int, prompt: int,
   return prefill["flops"] + (steps - 1) * step["flops"]
 
 
-def ar_case(decoder: Decoder, params, setup: Setup, seconds: int) -> dict:
+def ar_case(decoder: Decoder, params, setup: Setup, seconds: float) -> dict:
   layout = decoder.layout
   rng = np.random.default_rng(setup.seed)
   recorder = RecordingDecoder(decoder)
   config = SamplingConfig()
   if layout.stage == "coarse":
     semantic = rng.integers(0, layout.semantic_vocab,
-                            (setup.batch, seconds * SEMANTIC_RATE)).astype(np.int32)
+                            (setup.batch, frames(seconds) * SEMANTIC_RATE // ACOUSTIC_RATE)
+                            ).astype(np.int32)
     run = lambda: sampling.generate_coarse(  # noqa: E731
         recorder, params, semantic, jax.random.key(setup.seed), config=config)
   else:
     coarse = rng.integers(0, layout.codebook_size,
-                          (setup.batch, seconds * ACOUSTIC_RATE,
+                          (setup.batch, frames(seconds),
                            layout.num_coarse_levels)).astype(np.int32)
     run = lambda: sampling.generate_fine(  # noqa: E731
         recorder, params, coarse, jax.random.key(setup.seed), config=config)
@@ -188,6 +195,12 @@ def ar_case(decoder: Decoder, params, setup: Setup, seconds: int) -> dict:
 
 # --- the whole figure ------------------------------------------------------------
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_decoder(model: DecoderLM, rng):
+  """One compilation per distinct model (the tiny stages share theirs)."""
+  return model.init(rng, jnp.zeros((1, 1), jnp.int32))
+
+
 def build(setup: Setup) -> dict:
   """Random-weight models of the named size, in the compute dtype."""
   size = SIZES[setup.size]
@@ -203,8 +216,7 @@ def build(setup: Setup) -> dict:
                                  attention_implementation=setup.attention_for(
                                      platform, stage))
     model = DecoderLM(config, layout.padded_vocab_size)
-    params = jax.jit(lambda r, m=model: m.init(r, jnp.zeros((1, 1), jnp.int32)))(
-        jax.random.key(setup.seed))["params"]
+    params = _init_decoder(model, jax.random.key(setup.seed))["params"]
     models[stage] = (Decoder(model, layout), setup.weights(params))
   return models
 
@@ -216,14 +228,14 @@ def num_params(models) -> dict:
           "coarse": count(models["coarse"][1]), "fine": count(models["fine"][1])}
 
 
-def run_length(models, setup: Setup, seconds: int, peak, matmul_peak) -> dict:
+def run_length(models, setup: Setup, seconds: float, peak, matmul_peak) -> dict:
   cases = {
       "codec": lambda: codec_case(models["codec"], setup, seconds),
       "soundstorm": lambda: soundstorm_case(models["soundstorm"], setup, seconds),
       "coarse": lambda: ar_case(*models["coarse"], setup, seconds),
       "fine": lambda: ar_case(*models["fine"], setup, seconds),
   }
-  row = {"seconds": seconds, "frames": seconds * ACOUSTIC_RATE, "batch": setup.batch}
+  row = {"seconds": seconds, "frames": frames(seconds), "batch": setup.batch}
   for name, case in cases.items():
     result = case()
     result.update(common.throughput(result["flops"], result["median_s"], peak))
@@ -235,15 +247,49 @@ def run_length(models, setup: Setup, seconds: int, peak, matmul_peak) -> dict:
   return row
 
 
+def over_floor(report: dict, row: dict) -> float | None:
+  """SoundStorm's time over its compute floor: its FLOPs at the measured
+  matmul rate (the issue's yardstick: 27 passes over 1500 frames ~ 48 ms)."""
+  flops = row["soundstorm"]["flops"]
+  if not flops:
+    return None
+  return row["soundstorm"]["median_s"] / (flops / (report["matmul_tflops"] * 1e12))
+
+
+def targets(report: dict) -> list[list[str]]:
+  """The issue's targets that this report measures (paper size, 30 s)."""
+  rows = [r for r in report["results"] if r["seconds"] == 30]
+  if report["size"] != "paper" or not rows:
+    return []
+  row, batch = rows[0], report["batch"]
+  f = common.format_value
+  found = []
+  if batch == 1:
+    storm = row["soundstorm"]["median_s"]
+    found.append(["SoundStorm, 30 s, batch 1", "<= 0.15 s", f"{storm:.3f} s",
+                  common.verdict(storm <= 0.15)])
+    steps = (row["coarse"]["ms_per_step"], row["fine"]["ms_per_step"])
+    found.append(["AudioLM stages 2 and 3, batch 1", "<= 1 ms per step",
+                  f"{steps[0]:.3f} / {steps[1]:.3f} ms", common.verdict(max(steps) <= 1.0)])
+  if batch == 8:
+    ratio = over_floor(report, row)
+    found.append(["SoundStorm, 30 s, batch 8", "< 2x the compute floor",
+                  f(ratio, ".2f") + "x", common.verdict(ratio and ratio < 2.0)])
+  found.append(["AR / SoundStorm at 30 s", "reported (paper: about 100x)",
+                f"{row['ar_over_soundstorm']:.1f}x", "-"])
+  return found
+
+
 def tables(report: dict) -> str:
-  """Markdown: runtimes and ratio; FLOPs and throughput; compile times."""
+  """Markdown: targets; runtimes and ratio; FLOPs and throughput; compile times."""
   rows = report["results"]
   f = common.format_value
   runtime = common.markdown_table(
-      ["audio (s)", "SoundStream decode (s)", "SoundStorm (s)", "AudioLM stage 2 (s)",
-       "AudioLM stage 3 (s)", "stages 2+3 (s)", "AR / SoundStorm", "stage 2 ms/step",
-       "stage 3 ms/step"],
-      [[r["seconds"], f(r["codec"]["median_s"], ".4f"), f(r["soundstorm"]["median_s"], ".4f"),
+      ["audio (s)", "SoundStream decode (s)", "SoundStorm (s)", "SoundStorm / floor",
+       "AudioLM stage 2 (s)", "AudioLM stage 3 (s)", "stages 2+3 (s)", "AR / SoundStorm",
+       "stage 2 ms/step", "stage 3 ms/step"],
+      [[f"{r['seconds']:g}", f(r["codec"]["median_s"], ".4f"),
+        f(r["soundstorm"]["median_s"], ".4f"), f(over_floor(report, r), ".2f") + "x",
         f(r["coarse"]["median_s"], ".3f"), f(r["fine"]["median_s"], ".3f"),
         f(r["audiolm_s"], ".3f"), f(r["ar_over_soundstorm"], ".1f") + "x",
         f(r["coarse"]["ms_per_step"], ".3f"), f(r["fine"]["ms_per_step"], ".3f")]
@@ -251,7 +297,7 @@ def tables(report: dict) -> str:
   peak = "% of peak" if report["peak_tflops"] else "% of peak (unknown)"
   flops = common.markdown_table(
       ["audio (s)", "component", "calls", "GFLOP", "TFLOP/s", peak, "% of matmul"],
-      [[r["seconds"], LABELS[name], r[name]["calls"],
+      [[f"{r['seconds']:g}", LABELS[name], r[name]["calls"],
         f(r[name]["flops"] and r[name]["flops"] / 1e9, ".2f"),
         f(r[name]["achieved_tflops"], ".3f"),
         f(r[name]["fraction_of_peak"] and 100 * r[name]["fraction_of_peak"], ".1f"),
@@ -259,18 +305,20 @@ def tables(report: dict) -> str:
        for r in rows for name in COMPONENTS])
   compile_table = common.markdown_table(
       ["audio (s)"] + [f"{LABELS[n]} compile (s)" for n in COMPONENTS],
-      [[r["seconds"]] + [f(r[n]["compile_s"], ".2f") for n in COMPONENTS] for r in rows])
+      [[f"{r['seconds']:g}"] + [f(r[n]["compile_s"], ".2f") for n in COMPONENTS] for r in rows])
   env = report["environment"]
   header = (f"Runtime at size `{report['size']}`, batch {report['batch']}, "
             f"{report['dtype']}, on {env['device_kind']} ({env['platform']}), "
             f"jax {env['jax_version']}, {env['date']}; median of {report['repeats']} "
-            f"timed calls after a warm-up.")
-  return "\n\n".join([header, runtime, "FLOPs per call (XLA cost analysis) and throughput "
-                      f"(peak {f(report['peak_tflops'], '.0f')} TFLOP/s: "
-                      f"{report['peak_source']}; measured matmul "
-                      f"{report['matmul_tflops']:.2f} TFLOP/s):", flops,
-                      "Compile time (first call at each shape, excluded above):",
-                      compile_table]) + "\n"
+            f"timed calls after a warm-up.\n\n`{report['command']}`")
+  goals = targets(report)
+  parts = [header] + ([common.targets_table(goals)] if goals else []) + [
+      runtime,
+      f"FLOPs per call (XLA cost analysis) and throughput (peak "
+      f"{f(report['peak_tflops'], '.0f')} TFLOP/s: {report['peak_source']}; measured "
+      f"matmul {report['matmul_tflops']:.2f} TFLOP/s):",
+      flops, "Compile time (first call at each shape, excluded above):", compile_table]
+  return "\n\n".join(parts) + "\n"
 
 
 def plot(report: dict, path: str):
@@ -308,7 +356,7 @@ def plot(report: dict, path: str):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--size", choices=sorted(SIZES), default="paper")
-  parser.add_argument("--seconds", type=int, nargs="+", default=None,
+  parser.add_argument("--seconds", type=float, nargs="+", default=None,
                       help="generated lengths (default: 5 10 ... 30 for paper, 1 2 3 for tiny)")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per case")
@@ -323,13 +371,41 @@ def main(argv=None):
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="device peak for the dtype (overrides the datasheet table)")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out_dir", default="runtime_results")
+  common.add_output_flags(parser, "runtime_results")
   args = parser.parse_args(argv)
+  if args.from_json:
+    report = common.load_json(args.from_json)
+    png = os.path.join(os.path.dirname(args.from_json), "runtime.png")
+  else:
+    report = run(args, argv)
+    png = os.path.join(args.out_dir, "runtime.png")
+  if args.markdown:
+    section = args.section or common.default_section(report)
+    common.replace_markdown_section(args.markdown, section,
+                                    markdown_with_plot(report, png, args.markdown))
+    print(f"updated {args.markdown} [{section}]")
+  return 0
+
+
+def markdown_with_plot(report: dict, png: str, markdown_path: str) -> str:
+  """The tables, preceded by the plot where it lies inside the repository
+  (a link that resolves wherever the document is read)."""
+  text = tables(report)
+  relative = os.path.relpath(os.path.abspath(png),
+                             os.path.dirname(os.path.abspath(markdown_path)))
+  inside = not os.path.relpath(os.path.abspath(png), common.REPO_ROOT).startswith("..")
+  if os.path.isfile(png) and inside:
+    text = f"![runtime against generated length]({relative})\n\n{text}"
+  return text
+
+
+def run(args, argv) -> dict:
+  """Measures every length; writes runtime.json, runtime.md and runtime.png."""
   if args.batch < 1 or args.repeats < 1:
     raise ValueError(f"--batch and --repeats must be >= 1, got {args.batch}, {args.repeats}")
   seconds_list = args.seconds or SIZES[args.size]["seconds"]
-  if min(seconds_list) < 1:
-    raise ValueError(f"--seconds must be positive, got {seconds_list}")
+  for seconds in seconds_list:
+    frames(seconds)  # Refuses lengths that are not whole semantic frames.
   device = jax.devices()[0]
   setup = Setup(size=args.size, dtype=args.dtype or common.default_dtype(device.platform),
                 batch=args.batch, repeats=args.repeats, cast_params=args.cast_params,
@@ -337,7 +413,7 @@ def main(argv=None):
                 seed=args.seed)
   peak, peak_source = common.device_peak_tflops(device.device_kind, setup.dtype,
                                                 args.peak_tflops)
-  matmul_peak = common.matmul_tflops(setup.dtype, 1024 if device.platform == "cpu" else 8192)
+  matmul_peak = common.matmul_tflops(setup.dtype)
   models = build(setup)
   print(f"runtime {setup.size}: {setup.dtype}, batch {setup.batch}, {device.device_kind} "
         f"({device.platform}); peak {common.format_value(peak)} TFLOP/s [{peak_source}]; "
@@ -348,7 +424,7 @@ def main(argv=None):
   for seconds in seconds_list:
     row = run_length(models, setup, seconds, peak, matmul_peak)
     rows.append(row)
-    print(f"{seconds:>4} {row['codec']['median_s']:>9.4f} {row['soundstorm']['median_s']:>9.4f} "
+    print(f"{seconds:>4g} {row['codec']['median_s']:>9.4f} {row['soundstorm']['median_s']:>9.4f} "
           f"{row['coarse']['median_s']:>9.3f} {row['fine']['median_s']:>9.3f} "
           f"{row['ar_over_soundstorm']:>8.1f}x "
           f"{common.format_value(row['soundstorm']['achieved_tflops'], '.3f'):>10} "
@@ -356,7 +432,9 @@ def main(argv=None):
           flush=True)
   report = dict(benchmark="runtime", **dataclasses.asdict(setup),
                 num_params=num_params(models), peak_tflops=peak, peak_source=peak_source,
-                matmul_tflops=matmul_peak, environment=common.environment(), results=rows)
+                matmul_tflops=matmul_peak,
+                command=common.command_line("soundlm.bench.runtime", argv),
+                environment=common.environment(), results=rows)
   os.makedirs(args.out_dir, exist_ok=True)
   common.write_json(os.path.join(args.out_dir, "runtime.json"), report)
   markdown = tables(report)
