@@ -12,6 +12,7 @@ with `out_shardings`), each step is one `jax.jit` with explicit shardings and
 a donated state, and the input position is checkpointed with the state.
 """
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -226,12 +227,10 @@ class Trainer:
 
     loss = jnp.mean(losses)
     grad_norm = optax.tree.norm(grads)
-    active = state["step"] >= phase.start_step
     new_state = {
         **state,
-        "params": {**params, phase.name: _select(active, new_group, params[phase.name])},
-        "opt_state": {**state["opt_state"],
-                      phase.name: _select(active, opt_state, state["opt_state"][phase.name])},
+        "params": {**params, phase.name: new_group},
+        "opt_state": {**state["opt_state"], phase.name: opt_state},
         "collections": collections,
     }
     metrics = {k: jnp.mean(v) for k, v in metrics.items()}
@@ -239,11 +238,25 @@ class Trainer:
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     return new_state, {f"{phase.name}/{k}": v for k, v in metrics.items()}, finite
 
+  def _scheduled_phase_update(self, state, batch, rng, phase: Phase):
+    """The phase's update from `phase.start_step` on; before it, nothing is
+    computed (a `lax.cond`), the state is unchanged and the metrics are zero."""
+    update = functools.partial(self._phase_update, batch=batch, rng=rng, phase=phase)
+    if phase.start_step == 0:
+      return update(state)
+
+    def skip(state):
+      _, metrics, _ = jax.eval_shape(update, state)
+      return state, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype),
+                                           metrics), jnp.array(True)
+
+    return jax.lax.cond(state["step"] >= phase.start_step, update, skip, state)
+
   def train_step(self, state, batch):
     rng = jax.random.fold_in(jax.random.key(self.seed + 1), state["step"])
     new_state, metrics, finite = state, {}, jnp.array(True)
     for index, phase in enumerate(self.phases):
-      new_state, phase_metrics, phase_finite = self._phase_update(
+      new_state, phase_metrics, phase_finite = self._scheduled_phase_update(
           new_state, batch, jax.random.fold_in(rng, index), phase)
       metrics.update(phase_metrics)
       finite &= phase_finite
