@@ -1,0 +1,217 @@
+"""The quickstart main job: every model trained small on the built-in corpus,
+then speech and piano continuations, in one output folder.
+
+    python -m soundlm.quickstart [--out outputs/quickstart]
+
+Steps (each a real entry point run as its own process; a step whose outputs
+exist is skipped, so an interrupted job resumes):
+codec -> w2v-BERT -> k-means -> token shards (speech, piano) -> AudioLM
+stages 1, 2, 3 -> SoundStorm -> generation (speech continuations with
+SoundStorm and with AudioLM stages 2+3, a piano continuation) -> report.
+The output folder gets the audio, spectrograms of prompt + continuation,
+`report.md` with final losses and timings, and each run's work dir.
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+# Lines of a step's log shown on the console: training progress, the
+# tokenizer's shard counts, k-means results and errors.
+PROGRESS = re.compile(r"\bstep \d+/\d+|eval step|shards? |embeddings of|wrote |Traceback|Error:")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  name: str
+  argv: tuple[str, ...]  # `python -m` arguments; {out} is the output folder
+  done_when: str  # a path under the output folder that exists once the step is done
+
+
+def _train(name: str, *gin_files: str, bindings: tuple[str, ...] = ()) -> Step:
+  args = [f"--gin_file={f}" for f in gin_files] + [f"--gin_bindings={b}" for b in bindings]
+  return Step(name, ("soundlm.train", *args, f"--workdir={{out}}/{name}"),
+              f"{name}/DONE")
+
+
+def _token_bindings() -> tuple[str, ...]:
+  return ("TOKENS = {'speech': '{out}/tokens/speech', 'piano': '{out}/tokens/piano'}",)
+
+
+STEPS = (
+    _train("codec", "gin/quickstart/codec.gin"),
+    _train("w2v_bert", "gin/quickstart/w2v_bert.gin"),
+    Step("kmeans", ("soundlm.semantic.fit_kmeans", "--w2v_bert_workdir={out}/w2v_bert",
+                    "--num_iters=20", "--out={out}/kmeans.npz"), "kmeans.npz"),
+    *(Step(f"tokens_{kind}", ("soundlm.data.tokenize", f"--source=builtin:{kind}",
+                              f"--out={{out}}/tokens/{kind}", "--codec={out}/codec",
+                              "--semantic={out}/w2v_bert,{out}/kmeans.npz",
+                              "--examples_per_shard=64", "--no_progress"),
+           f"tokens/{kind}/manifest.json") for kind in ("speech", "piano")),
+    _train("semantic_stage", "gin/quickstart/semantic_stage.gin", bindings=_token_bindings()),
+    _train("coarse_stage", "gin/quickstart/coarse_stage.gin", bindings=_token_bindings()),
+    _train("fine_stage", "gin/quickstart/fine_stage.gin", bindings=_token_bindings()),
+    _train("soundstorm", "gin/quickstart/soundstorm.gin", bindings=_token_bindings()),
+)
+
+
+def _environment() -> dict:
+  env = dict(os.environ)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  env["PYTHONUNBUFFERED"] = "1"
+  return env
+
+
+def run_step(step: Step, out: str, timings: dict) -> None:
+  marker = os.path.join(out, step.done_when)
+  if os.path.exists(marker):
+    logging.info("[%s] outputs exist: skipped", step.name)
+    return
+  argv = [a.replace("{out}", out) for a in step.argv]
+  logging.info("[%s] python -m %s", step.name, " ".join(argv))
+  start = time.time()
+  process = subprocess.Popen([sys.executable, "-u", "-m", *argv], cwd=REPO_ROOT,
+                             env=_environment(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  log_path = os.path.join(out, "logs", f"{step.name}.log")
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  with open(log_path, "w", buffering=1) as log:
+    for line in process.stdout:
+      log.write(line)
+      if PROGRESS.search(line):
+        print(f"  [{step.name}] {line.rstrip()[:160]}", flush=True)
+  if process.wait() != 0:
+    raise RuntimeError(f"step {step.name} failed (exit {process.returncode}); "
+                       f"see {log_path}")
+  if step.argv[0] == "soundlm.train":
+    with open(marker, "w") as f:
+      f.write("done\n")
+  timings[step.name] = time.time() - start
+  logging.info("[%s] done in %.0f s", step.name, timings[step.name])
+
+
+def final_losses(out: str) -> dict[str, dict[str, float]]:
+  """The last logged train and eval metrics of each training run."""
+  losses = {}
+  for step in STEPS:
+    path = os.path.join(out, step.name, "metrics.jsonl")
+    if not os.path.exists(path):
+      continue
+    last: dict[str, float] = {}
+    with open(path) as f:
+      for line in f:
+        record = json.loads(line)
+        last.update({k: v for k, v in record.items()
+                     if "loss" in k or k.startswith("eval/")})
+    losses[step.name] = last
+  return losses
+
+
+def spectrogram_png(path: str, audio: np.ndarray, sample_rate: int, prompt_seconds: float,
+                    title: str) -> None:
+  """Log-magnitude spectrogram with a line where the prompt ends."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axis = plt.subplots(figsize=(8, 3))
+  axis.specgram(audio, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma")
+  axis.axvline(prompt_seconds, color="cyan", linestyle="--", label="end of prompt")
+  axis.set_xlabel("time (s)")
+  axis.set_ylabel("frequency (Hz)")
+  axis.set_title(title)
+  axis.legend(loc="upper right")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+def generate_examples(out: str, prompt_seconds: float, duration: float) -> dict:
+  """Speech continuations (SoundStorm and AR acoustic stages) and a piano one."""
+  from soundlm import generate as generate_lib
+  from soundlm.data import corpus
+  from soundlm.decode import _write_wav
+
+  pipeline = generate_lib.load_pipeline(
+      codec_workdir=f"{out}/codec", w2v_bert_workdir=f"{out}/w2v_bert",
+      kmeans_path=f"{out}/kmeans.npz", semantic_workdir=f"{out}/semantic_stage",
+      coarse_workdir=f"{out}/coarse_stage", fine_workdir=f"{out}/fine_stage",
+      soundstorm_workdir=f"{out}/soundstorm")
+  rate = pipeline.sample_rate
+  samples = int(prompt_seconds * rate)
+  examples = {}
+  prompts = {"speech": [c for c in corpus.load_builtin("validation", kind="speech")
+                        if c.waveform.size >= samples][:2],
+             "piano": [c for c in corpus.load_builtin("validation", kind="piano")
+                       if c.waveform.size >= samples][:1]}
+  jobs = [("speech", "soundstorm"), ("speech", "audiolm"), ("piano", "soundstorm")]
+  for kind, acoustic in jobs:
+    clips = prompts[kind]
+    if not clips:
+      raise ValueError(f"the built-in {kind} validation split has no clip of "
+                       f"{prompt_seconds} s or more")
+    start = time.time()
+    batch = np.stack([c.waveform[:samples] for c in clips])
+    audio = pipeline.generate(batch, duration, rng=0, acoustic=acoustic)
+    seconds = time.time() - start
+    for clip, wav in zip(clips, audio):
+      name = f"{kind}_{acoustic}_{clip.id}"
+      _write_wav(os.path.join(out, f"{name}.wav"), wav, rate)
+      spectrogram_png(os.path.join(out, f"{name}.png"), wav, rate, prompt_seconds,
+                      f"{kind} prompt ({clip.speaker}) + {acoustic} continuation")
+      examples[name] = {"prompt": clip.path, "text": clip.text, "seconds": seconds}
+  return examples
+
+
+def write_report(out: str, timings: dict, examples: dict) -> str:
+  lines = ["# soundlm quickstart report", "", "## Final losses", "",
+           "| run | metric | value |", "| --- | --- | --- |"]
+  for run, metrics in final_losses(out).items():
+    lines += [f"| {run} | {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+  lines += ["", "## Timings (this invocation)", "", "| step | seconds |", "| --- | --- |"]
+  lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
+  lines += ["", "## Generated audio", "", "| file | prompt | generation seconds |",
+            "| --- | --- | --- |"]
+  lines += [f"| {name}.wav ({name}.png) | {info['prompt']} | {info['seconds']:.1f} |"
+            for name, info in examples.items()]
+  path = os.path.join(out, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return path
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default="outputs/quickstart", help="output folder")
+  parser.add_argument("--prompt_seconds", type=float, default=1.0)
+  parser.add_argument("--duration", type=float, default=3.0, help="seconds of output")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  out = os.path.abspath(args.out)
+  os.makedirs(out, exist_ok=True)
+  timings: dict[str, float] = {}
+  start = time.time()
+  for index, step in enumerate(STEPS, 1):
+    logging.info("step %d/%d: %s", index, len(STEPS) + 1, step.name)
+    run_step(step, out, timings)
+  logging.info("step %d/%d: generation", len(STEPS) + 1, len(STEPS) + 1)
+  generation_start = time.time()
+  examples = generate_examples(out, args.prompt_seconds, args.duration)
+  timings["generation"] = time.time() - generation_start
+  timings["total"] = time.time() - start
+  report = write_report(out, timings, examples)
+  logging.info("done in %.0f s: %s", timings["total"], report)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
