@@ -43,19 +43,19 @@ def _check_compatible(codec: Codec, tokenizer: SemanticTokenizer, audiolm: Audio
                      f"semantic frames ({tokenizer.frame_rate} Hz)")
   expected = {"semantic_vocab": tokenizer.vocab_size, "codebook_size": codec.codebook_size,
               "num_levels": codec.num_levels}
-  spaces = [("AudioLM", audiolm.layout, round(ratio), audiolm.layout.frames_per_semantic)]
+  frames_per_semantic = round(ratio)
+  spaces = [("AudioLM", audiolm.layout, audiolm.layout.frames_per_semantic)]
   if soundstorm is not None:
-    spaces.append(("SoundStorm", soundstorm.model, round(ratio),
-                   soundstorm.model.frames_per_semantic_token))
-  for name, space, want_ratio, ratio_found in spaces:
+    spaces.append(("SoundStorm", soundstorm.model, soundstorm.model.frames_per_semantic_token))
+  for name, space, frames in spaces:
     for key, value in expected.items():
       if getattr(space, key) != value:
         raise ValueError(f"{name} was built for {key}={getattr(space, key)} but the "
                          f"{'semantic tokenizer' if key == 'semantic_vocab' else 'codec'} "
                          f"has {value}: the checkpoints come from different configs")
-    if ratio_found != want_ratio:
-      raise ValueError(f"{name} expects {ratio_found} codec frames per semantic token but "
-                       f"the codec and tokenizer give {want_ratio}")
+    if frames != frames_per_semantic:
+      raise ValueError(f"{name} expects {frames} codec frames per semantic token but "
+                       f"the codec and tokenizer give {frames_per_semantic}")
 
 
 @gin.configurable
