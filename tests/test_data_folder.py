@@ -91,6 +91,22 @@ def test_bad_files_are_skipped_and_reported_when_allowed(bad_tree, tmp_path_fact
   assert "22050" in skipped["rate.wav"]
 
 
+def test_a_split_whose_files_are_all_skipped_is_an_error(tmp_path, tmp_path_factory):
+  _write(tmp_path / "train" / "a.wav", 1600)
+  _write(tmp_path / "validation" / "b.wav", 1600, channels=2)
+  builder = folder.folder_builder(tmp_path, data_dir=tmp_path_factory.mktemp("tfds"),
+                                  on_error="skip")
+  with pytest.raises(ValueError, match=r"all 1 files of split 'validation' were skipped, "
+                                       r"e.g. validation/b.wav: expected 1 channel"):
+    builder.download_and_prepare()
+
+
+def test_missing_root_is_refused_before_anything_is_built(tmp_path):
+  with pytest.raises(ValueError, match="is not a directory"):
+    folder.folder_builder(tmp_path / "missing", data_dir=tmp_path / "tfds")
+  assert not (tmp_path / "tfds").exists()
+
+
 def test_resample_and_downmix_settings_admit_those_files(bad_tree, tmp_path_factory):
   (bad_tree / "broken.flac").unlink()
   builder = folder.prepared(folder.folder_builder(

@@ -1,6 +1,7 @@
 """The tokenization job on the built-in corpus with tiny random models."""
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -115,3 +116,26 @@ def test_wrong_sample_rate_is_refused(models, data_dir, tmp_path):
   with pytest.raises(ValueError, match="22050 Hz, the codec expects 16000 Hz"):
     tokenize.run(builder, str(tmp_path / "out"), *models,
                  tokenize.JobConfig(split="train", progress=False))
+
+
+def test_main_joins_jax_distributed_unless_the_host_share_is_given(data_dir, tmp_path,
+                                                                   monkeypatch):
+  from soundlm import partitioning
+
+  calls = []
+  monkeypatch.setattr(partitioning, "initialize_distributed", lambda: calls.append(True))
+  # Shapes only: no shard is tokenized (--max_shards=0).
+  codec = types.SimpleNamespace(num_levels=2, sample_rate=16000, frame_rate=50.0,
+                                codebook_size=16)
+  semantic = types.SimpleNamespace(sample_rate=16000, frame_rate=25.0, vocab_size=8)
+  monkeypatch.setattr(tokenize, "load_models", lambda *_: (codec, semantic))
+  sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
+  args = [f"--source=folder:{tmp_path}", "--split=train", f"--data_dir={data_dir}",
+          f"--out={tmp_path / 'out'}", "--codec=tiny", "--semantic=tiny", "--max_shards=0",
+          "--no_progress"]
+  tokenize.main(args)
+  assert calls == [True]
+  tokenize.main(args + ["--host_index=1", "--num_hosts=2"])
+  assert calls == [True]
+  with pytest.raises(ValueError, match="give both"):
+    tokenize.main(args + ["--host_index=1"])

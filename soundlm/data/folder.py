@@ -14,7 +14,8 @@ LibriSpeech's speaker/chapter/file layout). Splits: `train/` and
 relative path puts `validation_fraction` of the files in validation.
 
 Every file must have `sample_rate` and one channel unless `allow_resample` /
-`allow_downmix` say otherwise. A file that cannot be used raises
+`allow_downmix` say otherwise, and last at least `min_seconds` (0: any length,
+for crops of a fixed length). A file that cannot be used raises
 `AudioFileError`, or with `on_error='skip'` is left out, logged, and listed
 with its reason in the dataset's metadata (`skipped_files(builder)`).
 """
@@ -47,6 +48,7 @@ class FolderSettings:
   speaker_dir_level: int = 0
   on_error: str = "raise"
   audio_dtype: str = "int16"  # int16 halves the storage; float32 keeps any float audio
+  min_seconds: float = 0.0
 
   def __post_init__(self):
     if self.on_error not in ON_ERROR:
@@ -55,9 +57,10 @@ class FolderSettings:
       raise ValueError(f"audio_dtype: expected one of {AUDIO_DTYPES}, got {self.audio_dtype!r}")
     if not 0.0 <= self.validation_fraction < 1.0:
       raise ValueError(f"validation_fraction: expected [0, 1), got {self.validation_fraction}")
-    if self.sample_rate <= 0 or self.speaker_dir_level < 0:
-      raise ValueError("sample_rate must be positive and speaker_dir_level >= 0, got "
-                       f"{self.sample_rate}, {self.speaker_dir_level}")
+    if self.sample_rate <= 0 or self.speaker_dir_level < 0 or self.min_seconds < 0:
+      raise ValueError("sample_rate must be positive, speaker_dir_level and min_seconds "
+                       f">= 0, got {self.sample_rate}, {self.speaker_dir_level}, "
+                       f"{self.min_seconds}")
 
   def config_name(self) -> str:
     """A name unique to the folder and settings, so builds never collide in a data_dir."""
@@ -87,6 +90,9 @@ def read_example(settings: FolderSettings, relpath: str) -> dict:
   path = os.path.join(settings.root, relpath)
   wav, _ = audio.read_audio(path, settings.sample_rate, allow_resample=settings.allow_resample,
                             allow_downmix=settings.allow_downmix)
+  if wav.shape[0] < settings.min_seconds * settings.sample_rate:
+    raise audio.AudioFileError(path, f"{wav.shape[0] / settings.sample_rate:.2f} s, shorter "
+                                     f"than min_seconds={settings.min_seconds}")
   stem = os.path.splitext(path)[0]
   meta = {}
   if os.path.exists(stem + ".json"):
@@ -113,12 +119,17 @@ def read_example(settings: FolderSettings, relpath: str) -> dict:
 
 
 def to_float(audio_values):
-  """TFDS audio (int16/int64 PCM or float) -> float32 in [-1, 1]; tf or numpy."""
-  if audio_values.dtype in (np.float32, np.float64) or getattr(audio_values.dtype, "is_floating",
-                                                                  False):
-    return audio_values
+  """Audio samples -> float32 in [-1, 1], of the input's kind: a numpy array for
+  numpy input (`as_numpy_iterator` examples), a tf.Tensor for a tf.Tensor
+  (inside tf.data). Integer samples are 16-bit PCM values (TFDS stores audio as
+  int16 or int64); float samples are only cast."""
+  if isinstance(audio_values, (np.ndarray, np.generic)):
+    if audio_values.dtype.kind == "f":
+      return audio_values.astype(np.float32, copy=False)
+    return audio_values.astype(np.float32) / np.float32(32768.0)
   tf = tf_env.tf()
-  return tf.cast(audio_values, tf.float32) / 32768.0
+  values = tf.cast(audio_values, tf.float32)
+  return values if audio_values.dtype.is_floating else values / 32768.0
 
 
 @functools.cache
@@ -173,6 +184,9 @@ def _builder_classes():
       if skipped:
         logging.warning("%s: skipped %d of %d files (on_error='skip')", split, len(skipped),
                         len(relpaths))
+      if len(skipped) == len(relpaths):  # TFDS cannot write an empty split
+        raise ValueError(f"{s.root}: all {len(relpaths)} files of split {split!r} were "
+                         f"skipped, e.g. {skipped[0][0]}: {skipped[0][1]}")
 
   from soundlm.data import corpus
 
@@ -197,6 +211,8 @@ def folder_builder(root, *, data_dir=None, name: str | None = None, **settings):
   """A TFDS builder of the audio files under `root` (settings: `FolderSettings`)."""
   config_cls, folder_cls, _ = _builder_classes()
   s = FolderSettings(os.path.abspath(os.fspath(root)), **settings)
+  if not os.path.isdir(s.root):  # before TFDS makes any folder for it
+    raise ValueError(f"root: {s.root!r} is not a directory")
   config = config_cls(name=name or s.config_name(), settings=s,
                       description=f"audio files under {s.root}")
   return folder_cls(config=config, data_dir=data_dir)

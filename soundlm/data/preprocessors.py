@@ -15,17 +15,39 @@ def _random_start(length, crop, seed):
                                      dtype=tf.int32)
 
 
-def crop_waveform(ds, sequence_length):
-  """{'wav': [N]} -> a random window of sequence_length['wav'] samples.
+SHORT_CLIPS = ("error", "pad")
 
-  Shorter clips are kept whole and padded with silence by the feature converter."""
+
+def check_short_clips(short_clips: str) -> str:
+  if short_clips not in SHORT_CLIPS:
+    raise ValueError(f"short_clips: expected one of {SHORT_CLIPS}, got {short_clips!r}")
+  return short_clips
+
+
+def crop_waveform(ds, sequence_length, *, short_clips: str = "error"):
+  """{'wav': [N], 'id'} -> a random window of sequence_length['wav'] samples.
+
+  A clip shorter than the window stops the pipeline with an error naming it
+  (short_clips='error'), or is kept whole (short_clips='pad') and padded with
+  silence by the feature converter: no mask marks that silence."""
+  check_short_clips(short_clips)
   seqio = tf_env.seqio()
+  tf = tf_env.tf()
   crop = sequence_length["wav"]
 
   def fn(ex, seed):
     wav = ex["wav"]
-    start = _random_start(tf_env.tf().shape(wav)[0], crop, seed)
-    return {"wav": wav[start:start + crop]}
+    length = tf.shape(wav)[0]
+    checks = []
+    if short_clips == "error":
+      message = tf.strings.join([
+          "clip ", ex["id"], ": ", tf.strings.as_string(length), " samples, shorter than the "
+          f"crop of {crop} samples; use clips at least as long as the crop (folder corpora: "
+          "folder_options min_seconds and on_error=skip) or set short_clips=pad"])
+      checks.append(tf.debugging.Assert(length >= crop, [message]))
+    with tf.control_dependencies(checks):
+      start = _random_start(length, crop, seed)
+      return {"wav": wav[start:start + crop]}
   return seqio.map_over_dataset(fn, num_seeds=1)(ds)
 
 

@@ -14,8 +14,10 @@ Task names are `soundlm.<corpus>.<model>` (e.g. `soundlm.speech.codec`,
 `soundlm.piano.audiolm_fine`); several corpora make a mixture
 `soundlm.<corpus>+<corpus>.<model>` sampled at `rates` (equal by default).
 Waveform corpora are TFDS sources (`sources.audio_builder`: 'builtin:speech',
-'folder:/path', 'tfds:<name>'); token corpora are token shard folders made
-by `python -m soundlm.data.tokenize`.
+'folder:/path', 'tfds:<name>'); `folder:` corpora are built at the task's
+`sample_rate` with its `folder_options`, `tfds:` corpora name their splits
+through `splits` (`sources.TFDS_SPLITS` for LibriSpeech and LibriTTS). Token
+corpora are token shard folders made by `python -m soundlm.data.tokenize`.
 """
 import dataclasses
 import functools
@@ -98,23 +100,42 @@ def _feature(dtype: str, rank: int = 1, vocab_size: int = 0):
 
 
 def waveform_spec(model: str, corpora, rates, crop_seconds: float, sample_rate: int,
-                  data_dir, model_key: str) -> TaskSpec:
-  """Random waveform crops for codec or w2v-BERT training."""
+                  data_dir, model_key: str, folder_options=None, splits=None,
+                  short_clips: str = "error") -> TaskSpec:
+  """Random waveform crops for codec or w2v-BERT training.
+
+  folder_options: `folder.FolderSettings` fields (besides root and sample_rate)
+  for every `folder:` corpus; splits: {corpus: {split: 'tfds_split+...'}} for
+  `tfds:` corpora; short_clips: `preprocessors.crop_waveform`."""
   if isinstance(corpora, str):
     corpora = [corpora]
   if not isinstance(corpora, Mapping):
     corpora = {c: BUILTIN.get(c, c) for c in corpora}
   if crop_seconds <= 0:
     raise ValueError(f"crop_seconds: expected > 0, got {crop_seconds}")
+  folder_options = dict(folder_options or {})
+  fixed = sorted({"root", "sample_rate"} & set(folder_options))
+  if fixed:
+    raise ValueError(f"folder_options: {fixed} come from the corpus and the task's "
+                     "sample_rate, not from folder_options")
+  splits = dict(splits or {})
+  unknown = sorted(set(splits) - set(corpora))
+  if unknown:
+    raise ValueError(f"splits: {unknown} are not among the corpora {sorted(corpora)}")
+  crop = functools.partial(preprocessors.crop_waveform,
+                           short_clips=preprocessors.check_short_clips(short_clips))
 
   def make_task(name, where):
-    builder = sources.audio_builder(where, data_dir)
-    rate = builder.info.features["audio"].sample_rate
+    corpus = name[len("soundlm."):-len(f".{model}")]
+    options = folder_options if where.startswith("folder:") else {}
+    builder = sources.audio_builder(where, data_dir, sample_rate=sample_rate, **options)
+    rate = builder.info.features[sources.audio_feature(builder)].sample_rate
     if rate != sample_rate:
       raise ValueError(f"{name}: the corpus {where!r} has audio at {rate} Hz, the model "
                        f"expects sample_rate={sample_rate}")
-    _register_task(name, (where, data_dir, sample_rate),
-                   lambda: sources.waveform_source(builder), [preprocessors.crop_waveform],
+    split_map = splits.get(corpus)
+    _register_task(name, (where, data_dir, sample_rate, options, split_map, short_clips),
+                   lambda: sources.waveform_source(builder, split_map), [crop],
                    {"wav": _feature("float32")})
 
   name = _register_all(model, corpora, make_task, rates)
@@ -124,17 +145,20 @@ def waveform_spec(model: str, corpora, rates, crop_seconds: float, sample_rate: 
 
 @gin.configurable(module="soundlm.data")
 def codec_task(corpora=("speech",), rates=None, crop_seconds: float = 1.0,
-               sample_rate: int = 16000, data_dir=None) -> TaskSpec:
+               sample_rate: int = 16000, data_dir=None, folder_options=None, splits=None,
+               short_clips: str = "error") -> TaskSpec:
   """SoundStream training crops: {'waveform': float32 [crop_seconds * sample_rate]}."""
   return waveform_spec("codec", corpora, rates, crop_seconds, sample_rate, data_dir,
-                       "waveform")
+                       "waveform", folder_options, splits, short_clips)
 
 
 @gin.configurable(module="soundlm.data")
 def w2vbert_task(corpora=("speech",), rates=None, crop_seconds: float = 8.0,
-                 sample_rate: int = 16000, data_dir=None) -> TaskSpec:
+                 sample_rate: int = 16000, data_dir=None, folder_options=None, splits=None,
+                 short_clips: str = "error") -> TaskSpec:
   """w2v-BERT pre-training crops: {'wav': float32 [crop_seconds * sample_rate]}."""
-  return waveform_spec("w2vbert", corpora, rates, crop_seconds, sample_rate, data_dir, "wav")
+  return waveform_spec("w2vbert", corpora, rates, crop_seconds, sample_rate, data_dir, "wav",
+                       folder_options, splits, short_clips)
 
 
 def _token_corpora(tokens) -> dict:

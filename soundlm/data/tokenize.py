@@ -5,7 +5,9 @@
 
 The split is cut into shards of `--examples_per_shard` consecutive examples;
 host h of H tokenizes shards h, h + H, ... with its local devices (the batch
-is sharded over them). Clips are grouped by length into buckets of
+is sharded over them). A multi-host launch joins `jax.distributed` as training
+does (H = jax.process_count()); `--host_index` with `--num_hosts` instead runs
+the hosts as independent processes. Clips are grouped by length into buckets of
 `--bucket_seconds` and padded to the bucket, so each bucket compiles once and
 padding stays short. A shard is written to a temporary name and renamed when
 complete, then its summary (`<shard>.json`) is written the same way; a
@@ -23,7 +25,7 @@ import time
 
 import numpy as np
 
-from soundlm.data import audio, shards, sources, tf_env
+from soundlm.data import audio, folder, shards, sources, tf_env
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +122,12 @@ class Tokenizer:
     return out
 
 
-def _example_fields(ex: dict, index: int, split: str) -> tuple[str, str, str, np.ndarray]:
+def _example_fields(ex: dict, key: str, index: int,
+                    split: str) -> tuple[str, str, str, np.ndarray]:
   clip_id = ex.get("id", f"{split}/{index}")
   speaker = ex.get("speaker", ex.get("speaker_id", b""))
   decode = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-  wav = np.asarray(ex["audio"])
-  wav = wav.astype(np.float32) if wav.dtype.kind == "f" else wav.astype(np.float32) / 32768.0
-  return decode(clip_id), decode(speaker), decode(ex.get("text", b"")), wav
+  return decode(clip_id), decode(speaker), decode(ex.get("text", b"")), folder.to_float(ex[key])
 
 
 class Progress:
@@ -159,7 +160,7 @@ def run(builder, out_dir: str, codec, semantic, config: JobConfig = JobConfig())
   if config.on_error not in ("raise", "skip"):
     raise ValueError(f"on_error: expected 'raise' or 'skip', got {config.on_error!r}")
   spec = token_spec(codec, semantic, config.num_levels)
-  source_rate = builder.info.features["audio"].sample_rate
+  source_rate = builder.info.features[sources.audio_feature(builder)].sample_rate
   if source_rate != spec.sample_rate and not config.allow_resample:
     raise ValueError(f"{builder.info.full_name}: audio at {source_rate} Hz, the codec expects "
                      f"{spec.sample_rate} Hz; set allow_resample to resample")
@@ -167,6 +168,9 @@ def run(builder, out_dir: str, codec, semantic, config: JobConfig = JobConfig())
   hosts = jax.process_count() if config.num_hosts is None else config.num_hosts
   if not 0 <= host < hosts:
     raise ValueError(f"host_index: expected 0..{hosts - 1}, got {host}")
+  if config.split not in builder.info.splits:
+    raise ValueError(f"split: {builder.info.full_name} has splits "
+                     f"{sorted(builder.info.splits)}, not {config.split!r}")
   num_examples = builder.info.splits[config.split].num_examples
   count = max(1, math.ceil(num_examples / config.examples_per_shard))
   tokenizer = Tokenizer(codec, semantic, spec, config.batch_size, config.bucket_seconds)
@@ -187,9 +191,10 @@ def _tokenize_shard(builder, out_dir, k, count, tokenizer, source_rate, config, 
   stop = min(start + config.examples_per_shard, builder.info.splits[config.split].num_examples)
   split = f"{config.split}[{start}:{stop}]"
   clips, skipped = [], []
+  key = sources.audio_feature(builder)
   for i, ex in enumerate(builder.as_dataset(split=split, shuffle_files=False)
                          .as_numpy_iterator()):
-    clip_id, speaker, text, wav = _example_fields(ex, start + i, config.split)
+    clip_id, speaker, text, wav = _example_fields(ex, key, start + i, config.split)
     wav = audio.resample(wav, source_rate, tokenizer.spec.sample_rate)
     try:
       tokenizer.check_clip(clip_id, wav)
@@ -238,6 +243,20 @@ def load_models(codec: str, semantic: str):
   return codec_model, SemanticTokenizer.from_checkpoints(model_dir, kmeans)
 
 
+def start_hosts(config: JobConfig):
+  """Joins a multi-host JAX launch (`partitioning.initialize_distributed`, as
+  training does), unless --host_index and --num_hosts name this process's share:
+  then hosts run as independent single processes."""
+  explicit = (config.host_index is not None, config.num_hosts is not None)
+  if any(explicit) and not all(explicit):
+    raise ValueError("host_index and num_hosts: give both (independent processes) or "
+                     "neither (from jax.distributed)")
+  if not any(explicit):
+    from soundlm import partitioning
+
+    partitioning.initialize_distributed()
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--source", required=True,
@@ -261,6 +280,7 @@ def main(argv=None):
   args = vars(p.parse_args(argv))
   config = JobConfig(**{f.name: args[f.name] for f in dataclasses.fields(JobConfig)
                         if f.name != "progress"}, progress=not args["no_progress"])
+  start_hosts(config)
   builder = sources.audio_builder(args["source"], args["data_dir"],
                                   sample_rate=args["folder_sample_rate"])
   codec, semantic = load_models(args["codec"], args["semantic"])
