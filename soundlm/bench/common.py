@@ -5,6 +5,7 @@
     t = time_calls(fn, *args, repeats=5)           # {'median_s', 'min_s', ...}
     flops = xla_cost(jitted_fn, *abstract_args)    # XLA's count for one call
     peak, source = device_peak_tflops(device.device_kind, 'bfloat16', override)
+    bandwidth, source = device_bandwidth_tbps(device.device_kind, override)
     replace_markdown_section('BENCHMARKS.md', 'gpu-paper:runtime', tables)
 
 Every timed call ends with `jax.block_until_ready` on its result, so the time
@@ -66,6 +67,47 @@ def device_peak_tflops(device_kind: str, dtype: str,
     if name.lower() in device_kind.lower():
       return peak, f"{name} bf16 dense datasheet"
   return None, f"no table entry for {device_kind!r}; pass --peak_tflops"
+
+
+# Peak memory bandwidth from vendor datasheets, TB/s per device: the yardstick
+# of a decode step, which reads every weight and the KV cache once. Substrings
+# of `jax.Device.device_kind`, most specific first ('GH200' before 'H200', the
+# 80 GB A100s before the 40 GB ones).
+MEMORY_BANDWIDTH_TBPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 2.0),
+    ("H100 NVL", 3.9),
+    ("H100", 3.35),            # SXM
+    ("GH200", 4.0),
+    ("H200", 4.8),
+    ("A100-SXM4-80GB", 2.039),
+    ("A100 80GB", 1.935),      # 'NVIDIA A100 80GB PCIe'
+    ("A100", 1.555),           # 40 GB, SXM or PCIe
+    ("L4", 0.3),
+    ("TPU v4", 1.2),
+    ("TPU v5 lite", 0.819),    # v5e
+    ("TPU v5e", 0.819),
+    ("TPU v5p", 2.765),
+    ("TPU v5", 2.765),         # v5p reports 'TPU v5'
+    ("TPU v6 lite", 1.64),     # v6e, Trillium
+    ("TPU v6e", 1.64),
+)
+
+
+def device_bandwidth_tbps(device_kind: str,
+                          override: float | None = None) -> tuple[float | None, str]:
+  """(memory bandwidth in TB/s per device or None, where the figure comes from).
+
+  CPUs and devices missing from the table get None: pass a measured or known
+  figure as `override` (`--bandwidth_tbps`).
+  """
+  if override is not None:
+    if override <= 0:
+      raise ValueError(f"bandwidth_tbps must be > 0, got {override}")
+    return float(override), "--bandwidth_tbps"
+  for name, bandwidth in MEMORY_BANDWIDTH_TBPS:
+    if name.lower() in device_kind.lower():
+      return bandwidth, f"{name} datasheet"
+  return None, f"no table entry for {device_kind!r}; pass --bandwidth_tbps"
 
 
 def default_dtype(platform_name: str | None = None) -> str:
@@ -361,6 +403,7 @@ def audiolm_stage(config: str, stage: str):
   """(ModelConfig, Layout) of one AudioLM stage from `gin/audiolm/<config>.gin`
   (or a gin file path): the sizes, vocabularies and crops the runs use."""
   import gin
+  from soundlm.audiolm import decoding  # noqa: F401  Registers SamplingConfig, bound there.
   from soundlm.audiolm.layouts import Layout
   from soundlm.audiolm.model import ModelConfig
   path = config if config.endswith(".gin") else os.path.join(
