@@ -1,6 +1,7 @@
 """Smoke run of the SoundStorm benchmark at the tiny size."""
 import json
 
+from soundlm.bench import common
 from soundlm.bench import soundstorm as bench
 
 
@@ -20,7 +21,7 @@ def test_tiny_benchmark_reports_passes_and_consistent_flops(tmp_path):
 
 
 def test_peak_table_flags_its_source():
-  peak, source = bench.device_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16", None)
-  assert peak == 989.0 and "known default" in source
-  assert bench.device_peak_tflops("cpu", "bfloat16", None)[0] is None
-  assert bench.device_peak_tflops("cpu", "float32", 1.5) == (1.5, "--peak_tflops")
+  peak, source = common.device_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16", None)
+  assert peak == 989.0 and "datasheet" in source
+  assert common.device_peak_tflops("cpu", "bfloat16", None)[0] is None
+  assert common.device_peak_tflops("cpu", "float32", 1.5) == (1.5, "--peak_tflops")

@@ -7,16 +7,12 @@ cost analysis), the achieved TFLOP/s and their fraction of the device's peak.
 Prints a table and writes JSON (`--out`).
 """
 import argparse
-import json
-import logging
-import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from soundlm.bench import common
 from soundlm.soundstorm import decoding
 from soundlm.soundstorm import schedule as schedule_lib
 from soundlm.soundstorm.api import SoundStorm
@@ -29,25 +25,6 @@ SIZES = {
 # Seconds of audio per size: the paper's 10/20/30 s, and short clips for the
 # CPU smoke run (attention over 1500 frames dominates a tiny model on CPU).
 DEFAULT_SECONDS = {"tiny": [1, 2, 3], "paper": [10, 20, 30]}
-# Dense bf16 matrix peaks from vendor datasheets (TFLOP/s, no sparsity): a known
-# default, flagged as such in the output; pass --peak_tflops for a measured one.
-BF16_PEAK_TFLOPS = (
-    ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
-    ("A100", 312.0), ("L4", 121.0), ("TPU v4", 275.0), ("TPU v5 lite", 197.0),
-    ("TPU v5e", 197.0), ("TPU v5p", 459.0), ("TPU v6", 918.0),
-)
-
-
-def device_peak_tflops(device_kind: str, dtype: str, override: float | None):
-  """(peak TFLOP/s or None, where the figure comes from)."""
-  if override is not None:
-    return override, "--peak_tflops"
-  if dtype != "bfloat16":
-    return None, f"unknown for {dtype}"
-  for name, peak in BF16_PEAK_TFLOPS:
-    if name.lower() in device_kind.lower():
-      return peak, f"known default for {name} (bf16 dense datasheet)"
-  return None, f"unknown for {device_kind!r}"
 
 
 def analytic_flops(model, variables, num_frames: int, batch: int) -> float:
@@ -67,19 +44,6 @@ def analytic_flops(model, variables, num_frames: int, batch: int) -> float:
   return float(batch * num_frames * (2 * weights + attention + head))
 
 
-def xla_flops(model, variables, semantic, codes) -> float | None:
-  """XLA's own count for one forward pass, where the backend reports one."""
-  apply = jax.jit(lambda v, s, c: model.apply(v, s, c, level=0))
-  try:
-    cost = apply.lower(variables, semantic, codes).compile().cost_analysis()
-  except Exception as error:  # Not every backend implements cost analysis.
-    logging.warning("no XLA cost analysis: %s", error)
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  return float(cost["flops"]) if cost and "flops" in cost else None
-
-
 def bench_case(storm, seconds: int, batch: int, schedule, repeats: int, seed: int):
   model = storm.model
   num_frames = seconds * CODEC_FRAME_RATE
@@ -87,31 +51,25 @@ def bench_case(storm, seconds: int, batch: int, schedule, repeats: int, seed: in
   semantic = jnp.asarray(rng.integers(
       0, model.semantic_vocab, (batch, num_frames // model.frames_per_semantic_token)),
       jnp.int32)
-
-  def run(key):
-    result = decoding.decode(model, storm.variables, semantic, None, jax.random.key(key),
-                             schedule=schedule, num_frames=num_frames)
-    return jax.block_until_ready(result)
-
-  start = time.perf_counter()
-  result = run(0)
-  first_call = time.perf_counter() - start
-  times = []
-  for i in range(repeats):
-    start = time.perf_counter()
-    run(i + 1)
-    times.append(time.perf_counter() - start)
+  run = lambda key: decoding.decode(  # noqa: E731  (jitted inside)
+      model, storm.variables, semantic, None, key, schedule=schedule,
+      num_frames=num_frames)
+  timing = common.time_calls(run, jax.random.key(seed), repeats=repeats)
+  result = run(jax.random.key(seed))
   codes = np.asarray(result.codes)
   if codes.min() < 0 or codes.max() >= model.codebook_size:
     raise RuntimeError("decode left mask ids or out-of-range codes")
-  codes_in = jnp.zeros((batch, num_frames, model.num_levels), jnp.int32)
+  codes_in = jax.ShapeDtypeStruct((batch, num_frames, model.num_levels), jnp.int32)
+  cost = common.xla_cost(lambda v, s, c: model.apply(v, s, c, level=0),
+                         common.abstract(storm.variables), common.abstract(semantic),
+                         codes_in)
   return dict(
       seconds=seconds, batch=batch, frames=num_frames,
       forward_passes=int(result.forward_passes),
-      time_s=statistics.median(times), time_min_s=min(times),
-      compile_and_first_run_s=first_call,
+      time_s=timing["median_s"], time_min_s=timing["min_s"], times_s=timing["times_s"],
+      compile_and_first_run_s=timing["first_call_s"], compile_s=timing["compile_s"],
       flops_per_pass=analytic_flops(model, storm.variables, num_frames, batch),
-      xla_flops_per_pass=xla_flops(model, storm.variables, semantic, codes_in))
+      xla_flops_per_pass=cost and cost["flops"])
 
 
 def main(argv=None):
@@ -135,11 +93,12 @@ def main(argv=None):
   seconds_list = args.seconds or DEFAULT_SECONDS[args.size]
 
   device = jax.devices()[0]
-  dtype = args.dtype or ("float32" if device.platform == "cpu" else "bfloat16")
+  dtype = args.dtype or common.default_dtype(device.platform)
   storm = SoundStorm.random(args.size, seed=args.seed, dtype=dtype, **SIZES[args.size])
   schedule = schedule_lib.paper_schedule(storm.model.num_levels,
                                          args.first_level_iterations)
-  peak, peak_source = device_peak_tflops(device.device_kind, dtype, args.peak_tflops)
+  peak, peak_source = common.device_peak_tflops(device.device_kind, dtype,
+                                                args.peak_tflops)
 
   rows = []
   header = (f"{'sec':>4} {'batch':>5} {'passes':>6} {'time s':>8} {'first s':>8} "
@@ -164,12 +123,11 @@ def main(argv=None):
 
   report = dict(
       benchmark="soundstorm_generate", size=args.size, dtype=dtype,
-      num_params=storm.num_params(), schedule=list(schedule),
-      device_kind=device.device_kind, platform=device.platform,
-      num_devices=jax.device_count(), host=platform.node(), jax_version=jax.__version__,
-      peak_tflops=peak, peak_source=peak_source, results=rows)
-  with open(args.out, "w") as f:
-    json.dump(report, f, indent=2)
+      num_params=storm.num_params(), schedule=list(schedule), repeats=args.repeats,
+      peak_tflops=peak, peak_source=peak_source,
+      command=common.command_line("soundlm.bench.soundstorm", argv),
+      environment=common.environment(), results=rows)
+  common.write_json(args.out, report)
   print(f"wrote {args.out}")
   return report
 
