@@ -77,7 +77,8 @@ def test_tokenizer_from_hugging_face_folder(tmp_path):
   wav = _speechlike(2, 16_000)
   embeddings = np.asarray(embedder.embed(wav))
   assert embeddings.shape == (2, 25, 32)  # 50 Hz frames averaged in pairs
-  kmeans, _ = fit_kmeans(embeddings.reshape(-1, 32), 8, num_iters=3, layer=3)
+  kmeans, _ = fit_kmeans(embeddings.reshape(-1, 32), 8, num_iters=3, layer=3,
+                         model=embedder.fingerprint())
   kmeans.save(tmp_path / "kmeans.npz")
   tokenizer = SemanticTokenizer.from_hf(FIXTURE / "relative_key", tmp_path / "kmeans.npz")
   tokens = np.asarray(tokenizer.tokenize(wav))

@@ -1,6 +1,7 @@
 """w2v-BERT pre-training through the shared trainer (8-device mesh), the losses,
 and a tokenizer built from the resulting checkpoint."""
 import json
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -91,10 +92,13 @@ def test_tokenizer_from_checkpoint_and_kmeans(trained, tmp_path):
   embedder = SemanticEmbedder.from_checkpoints(workdir, layer=2)
   clips = corpus.load_builtin("validation", "speech")
   embeddings, _ = collect_embeddings(embedder, [c.waveform for c in clips], 2.0)
-  kmeans, _ = fit_kmeans(embeddings, 16, num_iters=5, layer=2)
+  kmeans, _ = fit_kmeans(embeddings, 16, num_iters=5, layer=2, model=embedder.fingerprint())
   kmeans.save(tmp_path / "kmeans.npz")
   tokenizer = SemanticTokenizer.from_checkpoints(workdir, tmp_path / "kmeans.npz")
   assert (tokenizer.layer, tokenizer.vocab_size) == (2, 16)
+  assert tokenizer.embedder.fingerprint() == embedder.fingerprint()
+  assert embedder.fingerprint()["source"] == str(pathlib.Path(workdir).absolute())
+  assert embedder.step == STEPS
   tokens = np.asarray(tokenizer.tokenize(clips[0].waveform[None, :16_000]))
   assert tokens.shape == (1, 25) and tokens.dtype == np.int32
   assert len(set(tokens[0].tolist())) > 1

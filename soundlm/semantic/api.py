@@ -6,10 +6,16 @@ T25 = N // 640 tokens; token t describes samples [640 t, 640 t + 640), and
 the last N % 640 samples (under 40 ms) produce no token. Models whose
 Conformer stack runs at 50 Hz (w2v-BERT 2.0) have each pair of frames
 averaged into one 25 Hz embedding before clustering.
+
+A k-means file records the fingerprint of the model and layer it was fitted
+on (`SemanticEmbedder.fingerprint`); a tokenizer refuses centroids fitted on
+other parameters, and warns for older files that record none.
 """
 import functools
+import hashlib
 import os
 import pathlib
+import warnings
 
 import flax.linen as nn
 import jax
@@ -27,11 +33,13 @@ class SemanticEmbedder:
   """A w2v-BERT encoder and the hidden-state index `layer` (0 = front-end output,
   i = output of Conformer block i) whose 25 Hz embeddings are clustered."""
 
-  def __init__(self, config: W2vBertConfig, encoder_params, layer: int):
+  def __init__(self, config: W2vBertConfig, encoder_params, layer: int,
+               source: str | None = None, step: int | None = None):
     if not 0 <= layer <= config.num_layers:
       raise ValueError(f"layer: expected a hidden-state index in 0..{config.num_layers}, "
                        f"got {layer}")
     self.config, self.params, self.layer = config, encoder_params, layer
+    self.source, self.step = source, step  # where the parameters came from, for fingerprints
     self._encoder = W2vBertEncoder(config)
     self._embed = jax.jit(self.embed_fn)
 
@@ -49,6 +57,13 @@ class SemanticEmbedder:
     features_lib.check_waveform(wav, sample_rate)
     return self._embed(self.params, jnp.asarray(wav, jnp.float32))
 
+  def fingerprint(self) -> dict:
+    """What k-means files record of the model they were fitted on: the source
+    (work dir, Hugging Face folder or random size), checkpoint step, layer, and
+    a digest of the parameters that layer depends on."""
+    return {"source": self.source, "step": self.step, "layer": self.layer,
+            "params": params_digest(self.params, self.layer)}
+
   @classmethod
   def random(cls, config: str = "tiny", seed: int = 0, layer: int | None = None):
     """Randomly initialised encoder of a named size or gin file."""
@@ -57,21 +72,23 @@ class SemanticEmbedder:
     dummy = input_features(jnp.zeros((1, 640)), model_config)
     params = nn.meta.unbox(jax.jit(encoder.init)(jax.random.key(seed), dummy))["params"]
     return cls(model_config, params,
-               read_token_config(config).layer if layer is None else layer)
+               read_token_config(config).layer if layer is None else layer,
+               source=f"random:{config}:seed={seed}")
 
   @classmethod
   def from_checkpoints(cls, w2v_bert_workdir, layer: int, step: int | None = None):
     """From a pre-training run's work dir: its config.gin and latest (or `step`)
     checkpoint."""
-    workdir = pathlib.Path(os.fspath(w2v_bert_workdir))
-    config = read_config(workdir / "config.gin")
-    return cls(config, _restore_encoder(workdir / "checkpoints", step), layer)
+    workdir = pathlib.Path(os.fspath(w2v_bert_workdir)).absolute()
+    config = read_config(run_config(workdir))
+    params, step = _restore_encoder(workdir / "checkpoints", step)
+    return cls(config, params, layer, source=str(workdir), step=step)
 
   @classmethod
   def from_hf(cls, hf_dir, layer: int):
     """From a local Hugging Face w2v-BERT 2.0 folder (config.json, model.safetensors)."""
     config, params = load_hf_w2v_bert(hf_dir)
-    return cls(config, params, layer)
+    return cls(config, params, layer, source=f"hf:{os.path.abspath(os.fspath(hf_dir))}")
 
 
 class SemanticTokenizer:
@@ -79,14 +96,16 @@ class SemanticTokenizer:
   sample_rate = features_lib.SAMPLE_RATE
   frame_rate = 25
 
-  def __init__(self, config: W2vBertConfig, encoder_params, kmeans: KMeans, layer: int):
-    self.embedder = SemanticEmbedder(config, encoder_params, layer)
+  def __init__(self, config: W2vBertConfig, encoder_params, kmeans: KMeans, layer: int,
+               source: str | None = None, step: int | None = None):
+    self.embedder = SemanticEmbedder(config, encoder_params, layer, source, step)
     if kmeans.dim != config.width:
       raise ValueError(f"k-means centroids have dimension {kmeans.dim} but layer {layer} of "
                        f"this w2v-BERT model has width {config.width}")
     if kmeans.layer is not None and kmeans.layer != layer:
       raise ValueError(f"the k-means centroids were fitted on layer {kmeans.layer}, not on "
                        f"the requested layer {layer}")
+    _check_fitted_on(kmeans, self.embedder)
     self.config, self.layer, self.kmeans = config, layer, kmeans
     self.params = encoder_params
     self._tokenize = jax.jit(self.tokenize_fn)
@@ -96,6 +115,12 @@ class SemanticTokenizer:
     return self.kmeans.num_clusters
 
   # --- construction ------------------------------------------------------
+
+  @classmethod
+  def of(cls, embedder: SemanticEmbedder, kmeans: KMeans) -> "SemanticTokenizer":
+    """The tokenizer of `embedder`'s layer with these centroids."""
+    return cls(embedder.config, embedder.params, kmeans, embedder.layer, embedder.source,
+               embedder.step)
 
   @classmethod
   def random(cls, config: str = "tiny", seed: int = 0) -> "SemanticTokenizer":
@@ -108,8 +133,8 @@ class SemanticTokenizer:
     centroids = np.random.default_rng(seed).standard_normal(
         (read_token_config(config).num_clusters, width))
     kmeans = KMeans(centroids.astype(np.float32), flat.mean(0),
-                    np.maximum(flat.std(0), 1e-6), embedder.layer)
-    return cls(embedder.config, embedder.params, kmeans, embedder.layer)
+                    np.maximum(flat.std(0), 1e-6), embedder.layer, embedder.fingerprint())
+    return cls.of(embedder, kmeans)
 
   @classmethod
   def from_checkpoints(cls, w2v_bert_workdir, kmeans_path, layer: int | None = None,
@@ -118,7 +143,7 @@ class SemanticTokenizer:
     checkpoint) and a k-means file; `layer` defaults to the one k-means used."""
     kmeans = KMeans.load(kmeans_path)
     embedder = SemanticEmbedder.from_checkpoints(w2v_bert_workdir, _layer(layer, kmeans), step)
-    return cls(embedder.config, embedder.params, kmeans, embedder.layer)
+    return cls.of(embedder, kmeans)
 
   @classmethod
   def from_hf(cls, hf_dir, kmeans_path, layer: int | None = None) -> "SemanticTokenizer":
@@ -126,7 +151,7 @@ class SemanticTokenizer:
     model.safetensors) and a k-means file fitted on its embeddings."""
     kmeans = KMeans.load(kmeans_path)
     embedder = SemanticEmbedder.from_hf(hf_dir, _layer(layer, kmeans))
-    return cls(embedder.config, embedder.params, kmeans, embedder.layer)
+    return cls.of(embedder, kmeans)
 
   def replicate_over(self, mesh: jax.sharding.Mesh) -> None:
     """Copies the encoder to every device of `mesh`, so that batches split
@@ -157,6 +182,59 @@ class SemanticTokenizer:
     return np.asarray(self.tokenize(wav[None]))[0]
 
 
+def run_config(workdir) -> pathlib.Path:
+  """The config.gin of a training work dir, or an error saying what is missing."""
+  workdir = pathlib.Path(os.fspath(workdir))
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"work dir {workdir} does not exist (expected the work dir of a "
+                            "w2v-BERT pre-training run)")
+  path = workdir / "config.gin"
+  if not path.is_file():
+    raise FileNotFoundError(f"{workdir}: no config.gin in this work dir (soundlm.train writes "
+                            "it when a run starts); expected the work dir of a w2v-BERT "
+                            "pre-training run")
+  return path
+
+
+def params_digest(params, layer: int) -> str:
+  """A cheap digest of the parameters that hidden state `layer` depends on (all
+  but the masking embedding and blocks `layer` and above): every tensor's name
+  and shape and a strided sample of at most 4096 of its values."""
+  digest = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  for path, leaf in leaves:
+    top = str(getattr(path[0], "key", path[0]))
+    if top == "mask_embedding" or (top.startswith("layers_") and int(top[7:]) >= layer):
+      continue
+    flat = np.ravel(np.asarray(leaf))
+    sample = flat[::max(1, flat.size // 4096)].astype(np.float32)
+    digest.update(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)};".encode())
+    digest.update(sample.tobytes())
+  return digest.hexdigest()[:16]
+
+
+def _describe(fingerprint: dict) -> str:
+  step = "" if fingerprint.get("step") is None else f" step {fingerprint['step']}"
+  return (f"layer {fingerprint.get('layer')} of {fingerprint.get('source')}{step} "
+          f"(parameter digest {fingerprint.get('params')})")
+
+
+def _check_fitted_on(kmeans: KMeans, embedder: SemanticEmbedder):
+  """Refuses centroids fitted on another model or layer; warns when the file is
+  too old to say."""
+  where = f"k-means file {kmeans.path}" if kmeans.path else "the k-means centroids"
+  if kmeans.model is None:
+    warnings.warn(f"{where} records no fingerprint of the model it was fitted on (an older "
+                  "file, or fit_kmeans without model=); it is used unchecked with "
+                  f"{_describe(embedder.fingerprint())}", stacklevel=4)
+    return
+  mine = embedder.fingerprint()
+  if kmeans.model.get("params") != mine["params"] or kmeans.model.get("layer") != mine["layer"]:
+    raise ValueError(f"{where} was fitted on {_describe(kmeans.model)}, not on this model: "
+                     f"{_describe(mine)}; fit k-means on this model's embeddings "
+                     "(python -m soundlm.semantic.fit_kmeans)")
+
+
 def _layer(layer, kmeans):
   if layer is None:
     if kmeans.layer is None:
@@ -176,6 +254,7 @@ def _test_signal() -> np.ndarray:
 
 
 def _restore_encoder(checkpoint_dir: pathlib.Path, step: int | None):
+  """(encoder parameters, step) of the newest checkpoint, or of `step`."""
   import orbax.checkpoint as ocp
   if not checkpoint_dir.is_dir():
     raise FileNotFoundError(f"{checkpoint_dir}: no checkpoints folder (expected a "
@@ -188,7 +267,7 @@ def _restore_encoder(checkpoint_dir: pathlib.Path, step: int | None):
     raise FileNotFoundError(f"{checkpoint_dir}: no step {step} (have {steps})")
   state = ocp.StandardCheckpointer().restore(checkpoint_dir / str(step) / "state")
   try:
-    return jax.tree_util.tree_map(np.asarray, state["params"]["model"]["encoder"])
+    return jax.tree_util.tree_map(np.asarray, state["params"]["model"]["encoder"]), step
   except KeyError as e:
     raise ValueError(f"{checkpoint_dir}/{step}: not a w2v-BERT pre-training checkpoint "
                      f"(no params/model/encoder)") from e

@@ -3,18 +3,22 @@
     python -m soundlm.semantic.fit_kmeans --w2v_bert_workdir=/tmp/w2v_bert_tiny \\
         --out=/tmp/w2v_bert_tiny/kmeans.npz
     python -m soundlm.semantic.fit_kmeans --hf_dir=/models/w2v-bert-2.0 --layer=17 \\
-        --num_clusters=1024 --corpus_root=/data/speech_corpus --out=kmeans.npz
+        --num_clusters=1024 --corpus=folder:/data/librispeech --out=kmeans.npz
 
-Embeddings come from non-overlapping windows of every clip of the speech
-corpus (the built-in one unless `--corpus_root`); the remainder of each clip
-shorter than a window is not used, and the log says how much that was.
+Embeddings come from non-overlapping windows of every clip of one split of a
+corpus: `--corpus` is 'builtin:speech' (the default), 'folder:<path>' (any
+folder of 16 kHz mono audio files, split as the data jobs split it) or
+'tfds:<name>'; `--corpus_root` is a corpus made by `soundlm.data.corpus.make`.
+The remainder of each clip shorter than a window is not used, and the log says
+how much that was. The k-means file records the model's fingerprint.
 """
 import argparse
 import logging
+import os
 
 import numpy as np
 
-from soundlm.semantic.api import SemanticEmbedder
+from soundlm.semantic.api import SemanticEmbedder, run_config
 from soundlm.semantic.config import read_token_config
 from soundlm.semantic.features import SAMPLE_RATE
 from soundlm.semantic.kmeans import KMeans, fit_kmeans
@@ -47,7 +51,12 @@ def main(argv=None):
                       "TokenConfig.layer; required with --hf_dir)")
   parser.add_argument("--num_clusters", type=int, help="K (default: the run's "
                       "TokenConfig.num_clusters, else 1024)")
-  parser.add_argument("--corpus_root", help="speech corpus root (default: built-in)")
+  corpus_source = parser.add_mutually_exclusive_group()
+  corpus_source.add_argument("--corpus", default="builtin:speech",
+                             help="builtin:speech, folder:<path> or tfds:<name>")
+  corpus_source.add_argument("--corpus_root", help="root of a corpus made by "
+                             "soundlm.data.corpus.make (its speech/ folder)")
+  parser.add_argument("--data_dir", help="TFDS data_dir of a tfds: corpus")
   parser.add_argument("--split", default="train")
   parser.add_argument("--window_seconds", type=float, default=4.0)
   parser.add_argument("--update", default="lloyd", choices=("lloyd", "minibatch"))
@@ -55,11 +64,17 @@ def main(argv=None):
   parser.add_argument("--out", required=True, help="k-means file to write (.npz)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  from soundlm.data import corpus
+  from soundlm.data import sources
 
+  corpus = args.corpus
+  if args.corpus_root:
+    corpus = f"folder:{os.path.join(args.corpus_root, 'speech')}"
+    if not os.path.isdir(corpus[len("folder:"):]):
+      parser.error(f"--corpus_root {args.corpus_root} has no speech/ folder (the layout of "
+                   f"soundlm.data.corpus.make); for any folder of audio files use "
+                   f"--corpus=folder:{args.corpus_root}")
   if args.w2v_bert_workdir:
-    run_config = f"{args.w2v_bert_workdir}/config.gin"
-    tokens = read_token_config(run_config)
+    tokens = read_token_config(run_config(args.w2v_bert_workdir))
     layer = tokens.layer if args.layer is None else args.layer
     num_clusters = args.num_clusters or tokens.num_clusters
     embedder = SemanticEmbedder.from_checkpoints(args.w2v_bert_workdir, layer)
@@ -68,13 +83,14 @@ def main(argv=None):
       parser.error("--layer is required with --hf_dir")
     layer, num_clusters = args.layer, args.num_clusters or 1024
     embedder = SemanticEmbedder.from_hf(args.hf_dir, layer)
-  clips = corpus.load_builtin(args.split, "speech", root=args.corpus_root)
-  embeddings, unused = collect_embeddings(embedder, [c.waveform for c in clips],
-                                          args.window_seconds)
-  logging.info("%d embeddings of layer %d from %d clips (%.1f s in partial windows unused)",
-               len(embeddings), layer, len(clips), unused)
+  clips = list(sources.waveforms(corpus, args.split, data_dir=args.data_dir,
+                                 sample_rate=SAMPLE_RATE))
+  embeddings, unused = collect_embeddings(embedder, clips, args.window_seconds)
+  logging.info("%d embeddings of layer %d from %d clips of %s (%.1f s in partial windows "
+               "unused)", len(embeddings), layer, len(clips), corpus, unused)
   kmeans, inertia = fit_kmeans(embeddings, num_clusters, update=args.update,
-                               num_iters=args.num_iters, layer=layer)
+                               num_iters=args.num_iters, layer=layer,
+                               model=embedder.fingerprint())
   kmeans.save(args.out)
   logging.info("wrote %s: K=%d, inertia %.4g -> %.4g", args.out, num_clusters, inertia[0],
                inertia[-1])

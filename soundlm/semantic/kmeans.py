@@ -16,6 +16,7 @@ With a `mesh`, each mini-batch is split over the mesh's batch axes
 ('data', 'fsdp') and the cluster statistics are summed across them.
 """
 import dataclasses
+import json
 import os
 
 import jax
@@ -24,16 +25,22 @@ import numpy as np
 
 from soundlm import partitioning
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2 adds `model`; files of version 1 load with model=None
 
 
 @dataclasses.dataclass(frozen=True)
 class KMeans:
-  """Fitted centroids [K, D] in normalised space, plus the normalisation."""
+  """Fitted centroids [K, D] in normalised space, plus the normalisation.
+
+  `model` is the fingerprint of the embeddings it was fitted on
+  (`SemanticEmbedder.fingerprint`: source, step, layer and a digest of the
+  parameters), checked when a tokenizer combines it with a model."""
   centroids: np.ndarray
   mean: np.ndarray
   std: np.ndarray
   layer: int | None = None  # encoder hidden-state index the embeddings came from
+  model: dict | None = None
+  path: str | None = dataclasses.field(default=None, compare=False)  # file it was loaded from
 
   @property
   def num_clusters(self) -> int:
@@ -56,7 +63,8 @@ class KMeans:
     path = os.fspath(path)
     with open(path, "wb") as f:  # keeps the name as given (np.savez would add .npz)
       np.savez(f, centroids=self.centroids, mean=self.mean, std=self.std,
-               layer=-1 if self.layer is None else self.layer, version=_FORMAT_VERSION)
+               layer=-1 if self.layer is None else self.layer, version=_FORMAT_VERSION,
+               model=json.dumps(self.model))
 
   @classmethod
   def load(cls, path) -> "KMeans":
@@ -67,13 +75,17 @@ class KMeans:
       missing = {"centroids", "mean", "std", "layer", "version"} - set(data.files)
       if missing:
         raise ValueError(f"{path}: not a k-means file (missing {sorted(missing)})")
+      if int(data["version"]) > _FORMAT_VERSION:
+        raise ValueError(f"{path}: k-means file format {int(data['version'])}, newer than "
+                         f"this soundlm reads ({_FORMAT_VERSION})")
       centroids, mean, std = data["centroids"], data["mean"], data["std"]
       layer = int(data["layer"])
+      model = json.loads(str(data["model"])) if "model" in data.files else None
     if centroids.ndim != 2 or mean.shape != (centroids.shape[1],) or std.shape != mean.shape:
       raise ValueError(f"{path}: inconsistent shapes: centroids {centroids.shape}, mean "
                        f"{mean.shape}, std {std.shape}")
     return cls(centroids.astype(np.float32), mean.astype(np.float32),
-               std.astype(np.float32), None if layer < 0 else layer)
+               std.astype(np.float32), None if layer < 0 else layer, model, path)
 
 
 def _nearest(x, centroids):
@@ -136,8 +148,10 @@ class _Batches:
 def fit_kmeans(embeddings, num_clusters: int = 1024, *, init: str = "kmeans++",
                update: str = "lloyd", num_iters: int = 50, batch_size: int = 8192,
                init_sample_size: int = 50_000, seed: int = 0, mesh=None,
-               layer: int | None = None) -> tuple[KMeans, list[float]]:
+               layer: int | None = None,
+               model: dict | None = None) -> tuple[KMeans, list[float]]:
   """Fits k-means to embeddings [N, D]; returns (KMeans, inertia per iteration).
+  `layer` and `model` (the embedder's fingerprint) are recorded with it.
 
   The inertia of iteration i is the summed squared distance of the rows it
   used (all rows for 'lloyd', its random batch for 'minibatch') to the
@@ -186,5 +200,5 @@ def fit_kmeans(embeddings, num_clusters: int = 1024, *, init: str = "kmeans++",
       step = jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1), 0.0)[:, None]
       centroids = centroids + step * (batch_sums - batch_counts[:, None] * centroids)
     history.append(float(inertia))
-  model = KMeans(np.asarray(centroids, np.float32), mean, std.astype(np.float32), layer)
-  return model, history
+  fitted = KMeans(np.asarray(centroids, np.float32), mean, std.astype(np.float32), layer, model)
+  return fitted, history
