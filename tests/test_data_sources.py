@@ -118,18 +118,40 @@ def test_tfds_corpora_feed_waveform_tasks(tfds_librispeech, data_dir):
     tasks.w2vbert_task(corpora={"libri": "tfds:librispeech"}, splits={"other": {}})
 
 
-def test_tokenize_reads_the_builders_audio_feature(librispeech, tmp_path):
-  from soundlm.codec.api import Codec
-  from soundlm.semantic.api import SemanticTokenizer
+class _LoudFrames:
+  """Stand-in codec and semantic tokenizer: id 1 for each frame of `hop` samples
+  whose RMS is above 0.05, else 0 (the padding)."""
+  sample_rate, codebook_size, vocab_size = 16000, 2, 2
 
-  models = Codec.random("tiny"), SemanticTokenizer.random("tiny")
+  def __init__(self, hop: int, num_levels: int = 1):
+    self.hop, self.num_levels, self.frame_rate = hop, num_levels, 16000 / hop
+
+  def _ids(self, x):
+    import jax.numpy as jnp
+
+    frames = x[:, :x.shape[1] // self.hop * self.hop].reshape(x.shape[0], -1, self.hop)
+    return (jnp.sqrt(jnp.mean(frames**2, axis=-1)) > 0.05).astype(jnp.int32)
+
+  def encode(self, x, num_levels):
+    ids = self._ids(x)
+    return ids[..., None].repeat(num_levels, axis=-1)
+
+  def tokenize(self, x):
+    return self._ids(x)
+
+
+def test_tokenize_reads_the_builders_audio_feature(librispeech, tmp_path):
+  models = _LoudFrames(320), _LoudFrames(640)
   config = tokenize.JobConfig(split="dev_clean", bucket_seconds=1.0, progress=False)
   manifest = tokenize.run(librispeech, str(tmp_path), *models, config)
   assert manifest["splits"]["dev_clean"]["num_examples"] == 2
   ds = tf_env.tf().data.TFRecordDataset(shards.shard_files(str(tmp_path), "dev_clean"))
   records = {r["id"].decode(): r for r in ds.map(shards.parse_fn()).as_numpy_iterator()}
   assert sorted(records) == ["dev_clean-0", "dev_clean-1"]
-  assert records["dev_clean-1"]["semantic"].shape == (9600 // 640,)
+  # Every frame of the clip's audio is loud: the samples were read, not zeros.
+  np.testing.assert_array_equal(records["dev_clean-1"]["semantic"], np.ones(9600 // 640))
+  assert records["dev_clean-1"]["codes"].shape == (2 * 9600 // 640, 1)
+  assert records["dev_clean-1"]["codes"].all()
   assert records["dev_clean-1"]["speaker"].decode() == "101"
   with pytest.raises(ValueError, match=r"not 'train'"):
     tokenize.run(librispeech, str(tmp_path / "other"), *models, tokenize.JobConfig(progress=False))
