@@ -216,13 +216,16 @@ class Trainer:
       grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
       return (grads_sum, collections), (loss, metrics)
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params[phase.name])
-    # Without accumulation the scan is unrolled: XLA:CPU runs a loop body
-    # several times slower than the same straight-line program.
-    (grads, collections), (losses, metrics) = jax.lax.scan(
-        accumulate, (zeros, state["collections"]),
-        (split_microbatches(batch, self.microbatches), jnp.arange(self.microbatches)),
-        unroll=self.microbatches == 1)
+    carry = (jax.tree_util.tree_map(jnp.zeros_like, params[phase.name]), state["collections"])
+    xs = (split_microbatches(batch, self.microbatches), jnp.arange(self.microbatches))
+    if self.microbatches == 1:
+      # No loop without accumulation: XLA:CPU runs a loop body (even a fully
+      # unrolled scan's) several times slower than the same straight-line code.
+      carry, outputs = accumulate(carry, jax.tree_util.tree_map(lambda x: x[0], xs))
+      outputs = jax.tree_util.tree_map(lambda x: x[None], outputs)
+    else:
+      carry, outputs = jax.lax.scan(accumulate, carry, xs)
+    (grads, collections), (losses, metrics) = carry, outputs
     grads = jax.tree_util.tree_map(lambda g: g / self.microbatches, grads)
     updates, opt_state = phase.optimizer.update(
         grads, state["opt_state"][phase.name], params[phase.name])
