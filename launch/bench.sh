@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the runtime, AudioLM decode and training benchmarks on this machine's
+# Runs the runtime, codec, AudioLM decode and training benchmarks on this machine's
 # accelerator, then regenerates BENCHMARKS.md's tables from their JSON.
 # Usage: bash launch/bench.sh [OUT_DIR]               measure into OUT_DIR, then regenerate
 #        bash launch/bench.sh --regenerate [OUT_DIR]  only regenerate, from OUT_DIR's JSON
@@ -7,7 +7,7 @@
 # OUT_DIR defaults to benchmarks/<platform>-<size> (e.g. benchmarks/gpu-paper);
 # commit it with BENCHMARKS.md, which links its plot. Each report fills the
 # BENCHMARKS.md block named after its platform, size and batch:
-# <platform>-<size>:runtime, ...:runtime-batch8, ...:audiolm and ...:train.
+# <platform>-<size>:runtime, ...:runtime-batch8, ...:codec, ...:audiolm and ...:train.
 # Environment:
 #   SOUNDLM_JAX_EXTRA=cuda12 (or tpu)    accelerator jaxlib, installed by launch/env.sh
 #   SOUNDLM_BENCH_SIZE=paper             model size: paper, or tiny (CPU smoke run)
@@ -57,6 +57,7 @@ if [ "$REGENERATE" = 0 ]; then
   run python -m soundlm.bench.runtime --size "$SIZE" --batch 1 --out_dir "$OUT/runtime"
   run python -m soundlm.bench.runtime --size "$SIZE" --batch 8 --seconds "$LONGEST" \
     --out_dir "$OUT/runtime_batch8"
+  run python -m soundlm.bench.codec --size "$SIZE" --batch 1 32 --out_dir "$OUT/codec"
   run python -m soundlm.bench.audiolm --size "$SIZE" --batch 1 8 64 --out_dir "$OUT/audiolm"
   run python -m soundlm.bench.train --size "$SIZE" --model soundstorm coarse \
     --batch "${TRAIN_BATCH[@]}" --out_dir "$OUT/train"
@@ -65,6 +66,7 @@ run python -m soundlm.bench.runtime --from_json "$OUT/runtime/runtime.json" \
   --markdown BENCHMARKS.md
 run python -m soundlm.bench.runtime --from_json "$OUT/runtime_batch8/runtime.json" \
   --markdown BENCHMARKS.md
+run python -m soundlm.bench.codec --from_json "$OUT/codec/codec.json" --markdown BENCHMARKS.md
 run python -m soundlm.bench.audiolm --from_json "$OUT/audiolm/audiolm.json" \
   --markdown BENCHMARKS.md
 run python -m soundlm.bench.train --from_json "$OUT/train/train.json" --markdown BENCHMARKS.md

@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "decode": ("soundlm.decode", "the batched decode job over a manifest"),
     "quickstart": ("soundlm.quickstart", "train tiny models of everything and generate"),
 }
-BENCHMARKS = ("runtime", "audiolm", "train", "soundstorm", "semantic", "input")
+BENCHMARKS = ("runtime", "codec", "audiolm", "train", "soundstorm", "semantic", "input")
 
 
 def _usage() -> str:

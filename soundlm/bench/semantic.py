@@ -135,7 +135,8 @@ def main(argv=None):
   train_clips = corpus.load_builtin("train", "speech")
   embeddings, _ = collect_embeddings(embedder, [c.waveform for c in train_clips], 2.0)
   kmeans, inertia = fit_kmeans(embeddings, num_clusters, num_iters=args.kmeans_iters,
-                               seed=args.seed, layer=embedder.layer)
+                               seed=args.seed, layer=embedder.layer,
+                               model=embedder.fingerprint())
   tokenizer = SemanticTokenizer(embedder.config, embedder.params, kmeans, embedder.layer)
   clips = train_clips + corpus.load_builtin("validation", "speech")
   tokens = tokenize_clips(tokenizer, clips)
