@@ -155,16 +155,10 @@ class Pipeline:
                                      config)
       codes = self.audiolm.generate_fine(coarse, jax.random.fold_in(rng, 3),
                                          prompt_codes=prompt_codes, config=config)
-    audio = np.array(self.codec.decode(self._place_batch(codes)))
+    audio = np.array(self.codec.decode(partitioning.place_batch(codes, self.mesh)))
     if keep_prompt and kept is not None:
       audio[:, :kept.shape[1]] = kept
     return audio
-
-  def _place_batch(self, x: np.ndarray):
-    """Split over the mesh's data axes when the batch divides evenly."""
-    if self.mesh is None or x.shape[0] % partitioning.num_batch_shards(self.mesh):
-      return x
-    return jax.device_put(x, partitioning.batch_sharding(self.mesh, x.ndim))
 
   def _window(self, stage: str) -> int:
     return self.audiolm.stages[stage][0].layout.crop_semantic_frames
@@ -214,7 +208,7 @@ class Pipeline:
       raise ValueError(f"the prompt ({prompts.shape[1] / self.sample_rate:.2f} s) is not "
                        f"shorter than the requested output ({duration} s)")
     used = prompts[:, :num_prompt * self.samples_per_semantic]
-    placed = self._place_batch(used)
+    placed = partitioning.place_batch(used, self.mesh)
     semantic = np.asarray(self.tokenizer.tokenize(placed))
     codes = np.asarray(self.codec.encode(placed))
     return semantic, codes, used

@@ -142,3 +142,17 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
 
 def num_batch_shards(mesh: Mesh) -> int:
   return _axis_size(mesh, BATCH_AXES)
+
+
+def place_batch(x, mesh: Mesh | None) -> jax.Array:
+  """A host batch on `mesh`, split over its data axes for data-parallel
+  inference; a batch that does not divide evenly is replicated instead.
+  Without a mesh, on the default device."""
+  if mesh is None:
+    return jax.numpy.asarray(x)
+  x = np.asarray(x)
+  if x.shape[0] % num_batch_shards(mesh):
+    logging.info("batch %d not divisible by %d batch shards: replicated", x.shape[0],
+                 num_batch_shards(mesh))
+    return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+  return jax.device_put(x, batch_sharding(mesh, x.ndim))

@@ -142,16 +142,6 @@ class SoundStorm:
   def num_params(self) -> int:
     return sum(x.size for x in jax.tree_util.tree_leaves(self.variables["params"]))
 
-  def _place_batch(self, x):
-    if self.mesh is None:
-      return jnp.asarray(x)
-    if x.shape[0] % partitioning.num_batch_shards(self.mesh):
-      logging.info("batch %d not divisible by %d batch shards: replicated",
-                   x.shape[0], partitioning.num_batch_shards(self.mesh))
-      return jax.device_put(x, jax.sharding.NamedSharding(
-          self.mesh, jax.sharding.PartitionSpec()))
-    return jax.device_put(x, partitioning.batch_sharding(self.mesh, x.ndim))
-
   def generate(self, semantic, num_frames: int | None = None, prompt_codes=None,
                rng=0, schedule: Sequence[int] | None = None, temperature=1.0,
                choice_temperature: float = 4.5, return_forward_passes: bool = False):
@@ -183,9 +173,9 @@ class SoundStorm:
     schedule = schedule_lib.paper_schedule(model.num_levels) if schedule is None else schedule
     decoding.check_inputs(model, semantic.shape, num_frames,
                           None if prompt_codes is None else prompt_codes.shape, schedule)
-    semantic = self._place_batch(semantic.astype(np.int32))
+    semantic = partitioning.place_batch(semantic.astype(np.int32), self.mesh)
     if prompt_codes is not None:
-      prompt_codes = self._place_batch(prompt_codes.astype(np.int32))
+      prompt_codes = partitioning.place_batch(prompt_codes.astype(np.int32), self.mesh)
     run = lambda: decoding.decode(  # noqa: E731
         model, self.variables, semantic, prompt_codes, _as_key(rng), schedule=schedule,
         num_frames=num_frames, temperature=temperature,
