@@ -199,12 +199,7 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   common.add_output_flags(parser, "codec_results")
   args = parser.parse_args(argv)
-  report = common.load_json(args.from_json) if args.from_json else run(args, argv)
-  if args.markdown:
-    section = args.section or common.default_section(report)
-    common.replace_markdown_section(args.markdown, section, tables(report))
-    print(f"updated {args.markdown} [{section}]")
-  return 0
+  return common.measure_or_render(args, argv, run, tables)
 
 
 if __name__ == "__main__":

@@ -368,6 +368,18 @@ def add_output_flags(parser, default_out_dir: str):
                            "(with --markdown, to regenerate a document)")
 
 
+def measure_or_render(args, argv, measure: Callable, render: Callable) -> int:
+  """The end of a benchmark's main: measure (`measure(args, argv)` -> report),
+  or load the `--from_json` report, then put `render(report)` into the
+  `--markdown` document's block."""
+  report = load_json(args.from_json) if args.from_json else measure(args, argv)
+  if args.markdown:
+    section = args.section or default_section(report)
+    replace_markdown_section(args.markdown, section, render(report))
+    print(f"updated {args.markdown} [{section}]")
+  return 0
+
+
 def default_section(report: dict) -> str:
   """'<platform>-<size>:<benchmark>', plus '-batch<N>' for a report made at
   one batch size other than 1: e.g. 'gpu-paper:runtime-batch8'."""

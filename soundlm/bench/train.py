@@ -339,16 +339,7 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   common.add_output_flags(parser, "train_results")
   args = parser.parse_args(argv)
-  if args.from_json:
-    report = common.load_json(args.from_json)
-  else:
-    report = run(args, argv)
-  markdown = tables(report)
-  if args.markdown:
-    section = args.section or common.default_section(report)
-    common.replace_markdown_section(args.markdown, section, markdown)
-    print(f"updated {args.markdown} [{section}]")
-  return 0
+  return common.measure_or_render(args, argv, run, tables)
 
 
 def run(args, argv) -> dict:
