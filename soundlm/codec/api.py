@@ -7,7 +7,8 @@
 `encode` right-pads N with zeros to a whole number of frames (T = ceil(N /
 hop_length)); audio shorter than one frame is refused. Both run jitted and
 batched; a new input shape compiles once. `encoder_stream()` and
-`decoder_stream()` take chunks and return exactly what one full call returns.
+`decoder_stream()` take chunks and return what one full call returns (the same
+sums, equal to float round-off).
 """
 import functools
 import os
