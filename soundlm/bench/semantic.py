@@ -35,7 +35,7 @@ from soundlm.semantic.kmeans import fit_kmeans
 from soundlm.semantic.task import W2vBertPretrainTask
 from soundlm.trainer import Trainer
 
-SIZES = {"tiny": dict(steps=300, batch=8, crop_seconds=2.0, learning_rate=2e-3),
+SIZES = {"tiny": dict(steps=3000, batch=8, crop_seconds=2.0, learning_rate=2e-3),
          "paper": dict(steps=20_000, batch=32, crop_seconds=4.0, learning_rate=5e-4)}
 BUCKET = 8000  # samples: clips are cut to a multiple of 0.5 s
 
