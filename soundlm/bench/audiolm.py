@@ -36,7 +36,6 @@ report without measuring (see `launch/bench.sh`).
 import argparse
 import dataclasses
 import functools
-import os
 
 import flax.linen as nn
 import jax
@@ -235,7 +234,7 @@ def run(args, argv) -> dict:
   for stage in args.stage:
     decoder, params = build(args.size, stage, dtype, args.seed)
     window = default_window(decoder.layout, args.steps)
-    num_params = int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+    num_params = common.count_params(params)
     for batch in args.batch:
       timing = measure(decoder, params, window, batch, args.repeats, args.seed)
       row = result_row(stage, batch, window, num_params, tree_bytes(params), timing,
@@ -252,12 +251,7 @@ def run(args, argv) -> dict:
                 seed=args.seed, bandwidth_tbps=bandwidth, bandwidth_source=bandwidth_source,
                 command=common.command_line("soundlm.bench.audiolm", argv),
                 environment=common.environment(), results=rows)
-  common.write_json(os.path.join(args.out_dir, "audiolm.json"), report)
-  markdown = tables(report)
-  with open(os.path.join(args.out_dir, "audiolm.md"), "w") as f:
-    f.write(markdown)
-  print(markdown)
-  print(f"wrote audiolm.json and audiolm.md to {args.out_dir}")
+  common.save_report(args.out_dir, "audiolm", report, tables(report))
   return report
 
 

@@ -19,7 +19,6 @@ the tables into FILE's marked block and `--from_json` re-renders a saved
 report (see `launch/bench.sh`).
 """
 import argparse
-import os
 import time
 
 import jax
@@ -119,7 +118,7 @@ def run(args, argv) -> dict:
   codec = build(args.size, dtype, args.seed)
   if args.chunk_frames:
     count_chunks(round(seconds * codec.frame_rate), args.chunk_frames)
-  num_params = int(sum(x.size for x in jax.tree_util.tree_leaves(codec.variables["params"])))
+  num_params = common.count_params(codec.variables["params"])
   peak, peak_source = common.device_peak_tflops(device.device_kind, dtype, args.peak_tflops)
   print(f"codec {args.size}: {codec.sample_rate} Hz, {codec.num_levels} levels, "
         f"{num_params / 1e6:.2f}M parameters, {dtype}, {device.device_kind} "
@@ -146,12 +145,7 @@ def run(args, argv) -> dict:
                 peak_tflops=peak, peak_source=peak_source,
                 command=common.command_line("soundlm.bench.codec", argv),
                 environment=common.environment(), results=rows, streaming=streams)
-  common.write_json(os.path.join(args.out_dir, "codec.json"), report)
-  markdown = tables(report)
-  with open(os.path.join(args.out_dir, "codec.md"), "w") as f:
-    f.write(markdown)
-  print(markdown)
-  print(f"wrote codec.json and codec.md to {args.out_dir}")
+  common.save_report(args.out_dir, "codec", report, tables(report))
   return report
 
 

@@ -304,6 +304,21 @@ def write_json(path: str, report: dict):
     f.write("\n")
 
 
+def save_report(out_dir: str, name: str, report: dict, markdown: str):
+  """Writes `<name>.json` and its rendered tables `<name>.md` into `out_dir`
+  and prints the tables."""
+  write_json(os.path.join(out_dir, f"{name}.json"), report)
+  with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+    f.write(markdown)
+  print(markdown)
+  print(f"wrote {name}.json and {name}.md to {out_dir}")
+
+
+def count_params(tree) -> int:
+  """Number of scalars in a tree of arrays (a model's parameters)."""
+  return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
+
+
 def format_value(value, spec: str = "") -> str:
   """`value` with format `spec`; '-' for None (a figure that was not measured)."""
   if value is None or (isinstance(value, float) and not math.isfinite(value)):

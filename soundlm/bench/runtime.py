@@ -222,7 +222,7 @@ def build(setup: Setup) -> dict:
 
 
 def num_params(models) -> dict:
-  count = lambda tree: int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))  # noqa: E731
+  count = common.count_params
   return {"codec": count(models["codec"].variables["params"]),
           "soundstorm": models["soundstorm"].num_params(),
           "coarse": count(models["coarse"][1]), "fine": count(models["fine"][1])}
@@ -435,14 +435,9 @@ def run(args, argv) -> dict:
                 matmul_tflops=matmul_peak,
                 command=common.command_line("soundlm.bench.runtime", argv),
                 environment=common.environment(), results=rows)
-  os.makedirs(args.out_dir, exist_ok=True)
-  common.write_json(os.path.join(args.out_dir, "runtime.json"), report)
-  markdown = tables(report)
-  with open(os.path.join(args.out_dir, "runtime.md"), "w") as f:
-    f.write(markdown)
+  common.save_report(args.out_dir, "runtime", report, tables(report))
   plot(report, os.path.join(args.out_dir, "runtime.png"))
-  print(markdown)
-  print(f"wrote runtime.json, runtime.md and runtime.png to {args.out_dir}")
+  print(f"wrote runtime.png to {args.out_dir}")
   return report
 
 

@@ -387,11 +387,7 @@ def run(args, argv) -> dict:
                 matmul_tflops=matmul_peak, flops_source="xla_cost_analysis",
                 command=common.command_line("soundlm.bench.train", argv),
                 environment=common.environment(), results=rows)
-  common.write_json(os.path.join(args.out_dir, "train.json"), report)
-  with open(os.path.join(args.out_dir, "train.md"), "w") as f:
-    f.write(tables(report))
-  print(tables(report))
-  print(f"wrote train.json and train.md to {args.out_dir}")
+  common.save_report(args.out_dir, "train", report, tables(report))
   return report
 
 
