@@ -137,7 +137,7 @@ def main(argv=None):
   kmeans, inertia = fit_kmeans(embeddings, num_clusters, num_iters=args.kmeans_iters,
                                seed=args.seed, layer=embedder.layer,
                                model=embedder.fingerprint())
-  tokenizer = SemanticTokenizer(embedder.config, embedder.params, kmeans, embedder.layer)
+  tokenizer = SemanticTokenizer.of(embedder, kmeans)
   clips = train_clips + corpus.load_builtin("validation", "speech")
   tokens = tokenize_clips(tokenizer, clips)
   result = pair_overlaps(clips, tokens)

@@ -206,8 +206,9 @@ def params_digest(params, layer: int) -> str:
     top = str(getattr(path[0], "key", path[0]))
     if top == "mask_embedding" or (top.startswith("layers_") and int(top[7:]) >= layer):
       continue
-    flat = np.ravel(np.asarray(leaf))
-    sample = flat[::max(1, flat.size // 4096)].astype(np.float32)
+    # Sampled where the tensor lives: only the sample is copied to the host.
+    flat = leaf.reshape(-1)
+    sample = np.asarray(flat[::max(1, flat.size // 4096)]).astype(np.float32)
     digest.update(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)};".encode())
     digest.update(sample.tobytes())
   return digest.hexdigest()[:16]
