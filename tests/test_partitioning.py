@@ -70,3 +70,17 @@ def test_global_batch_splits_over_batch_axes():
   assert batch["x"].shape == (8, 2)
   assert batch["x"].addressable_shards[0].data.shape == (2, 2)
   np.testing.assert_array_equal(np.asarray(batch["x"]), np.arange(16).reshape(8, 2))
+
+
+def test_place_batch_splits_a_divisible_batch_and_replicates_another():
+  mesh = partitioning.make_mesh(2, 2, 2)
+  x = np.arange(24).reshape(8, 3)
+  split = partitioning.place_batch(x, mesh)
+  assert split.sharding.spec == P(partitioning.BATCH_AXES, None)
+  assert split.addressable_shards[0].data.shape == (2, 3)
+  odd = partitioning.place_batch(x[:3], mesh)
+  assert odd.sharding.is_fully_replicated and odd.addressable_shards[0].data.shape == (3, 3)
+  alone = partitioning.place_batch(x, None)
+  assert len(alone.devices()) == 1
+  for placed, expected in ((split, x), (odd, x[:3]), (alone, x)):
+    np.testing.assert_array_equal(np.asarray(placed), expected)
