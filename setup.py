@@ -25,7 +25,9 @@ setuptools.setup(
     description="AudioLM, SoundStorm and SoundStream in JAX/Flax, sharded over device meshes.",
     packages=setuptools.find_packages(include=["soundlm", "soundlm.*"]),
     package_data={
-        # The built-in speech and piano corpus ships with the package.
+        # Gin configs (`gin/...` names resolve inside the package) and the
+        # built-in speech and piano corpus ship with the package.
+        "soundlm": ["gin/*/*.gin"],
         "soundlm.data.corpus": ["builtin/*/*/*.flac", "builtin/*/*/*.json",
                                 "builtin/*/*/*.mid"],
     },
