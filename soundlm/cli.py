@@ -1,6 +1,6 @@
 """The `soundlm` command: one entry point with a subcommand per job.
 
-    soundlm train --gin_file=gin/runs/lm_tiny.gin --workdir=/tmp/run
+    soundlm train --gin_file=gin/runs/lm_tiny.gin --gin.Trainer.num_steps=50 --workdir=/tmp/run
     soundlm tokenize --help
     soundlm generate --prompt=speech.wav --duration=4 --output=out.wav ...
     soundlm decode --manifest=items.jsonl --output_dir=out ...

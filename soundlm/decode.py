@@ -165,22 +165,22 @@ def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
 
 def main(argv=None) -> int:
   from soundlm import generate as generate_lib
+  from soundlm import gin_utils
   from soundlm import partitioning
-  from soundlm import train as train_lib
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  train_lib.add_gin_flags(parser)
+  gin_utils.add_flags(parser)
   parser.add_argument("--manifest", required=True, help="input JSON-lines manifest")
   parser.add_argument("--output_dir", required=True, help="audio and output manifests")
   parser.add_argument("--batch_size", type=int, default=8)
-  args = parser.parse_args(argv)
+  args = gin_utils.parse_args(parser, argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                       force=True)
   logging.getLogger("absl").setLevel(logging.WARNING)
   if args.batch_size < 1:
     parser.exit(2, f"error: --batch_size must be >= 1, got {args.batch_size}\n")
   try:
-    train_lib.parse_gin(args.gin_file, args.gin_bindings)
+    gin_utils.parse_from_args(args)
     items = parse_manifest(args.manifest)
   except (FileNotFoundError, ValueError) as error:
     parser.exit(2, f"error: {error}\n")

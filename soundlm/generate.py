@@ -249,22 +249,22 @@ def load_pipeline(codec_workdir: str = gin.REQUIRED, w2v_bert_workdir: str = gin
 
 
 def main(argv=None) -> int:
-  from soundlm import train as train_lib
+  from soundlm import gin_utils
   from soundlm.decode import _write_wav
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  train_lib.add_gin_flags(parser)
+  gin_utils.add_flags(parser)
   parser.add_argument("--prompt", help="prompt audio file (omit for unconditional audio)")
   parser.add_argument("--duration", type=float, required=True, help="output seconds")
   parser.add_argument("--output", required=True, help="output .wav path")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--acoustic", choices=ACOUSTIC_GENERATORS, default=None)
   parser.add_argument("--temperature", type=float, default=None)
-  args = parser.parse_args(argv)
+  args = gin_utils.parse_args(parser, argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                       force=True)
   try:
-    train_lib.parse_gin(args.gin_file, args.gin_bindings)
+    gin_utils.parse_from_args(args)
     pipeline = load_pipeline()
     prompts = None if args.prompt is None else pipeline.load_prompt(args.prompt)[None]
     audio = pipeline.generate(prompts, args.duration, args.seed, batch_size=1,

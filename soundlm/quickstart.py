@@ -26,7 +26,6 @@ import numpy as np
 # Lines of a step's log shown on the console: training progress, the
 # tokenizer's shard counts, k-means results and errors.
 PROGRESS = re.compile(r"\bstep \d+/\d+|eval step|shards? |embeddings of|wrote |Traceback|Error:")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +77,8 @@ def run_step(step: Step, out: str, timings: dict) -> None:
   argv = [a.replace("{out}", out) for a in step.argv]
   logging.info("[%s] python -m %s", step.name, " ".join(argv))
   start = time.time()
-  process = subprocess.Popen([sys.executable, "-u", "-m", *argv], cwd=REPO_ROOT,
-                             env=_environment(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+  process = subprocess.Popen([sys.executable, "-u", "-m", *argv], env=_environment(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   log_path = os.path.join(out, "logs", f"{step.name}.log")
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "w", buffering=1) as log:

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from soundlm import partitioning, train, trainer
+from soundlm import gin_utils, partitioning, trainer
 from soundlm.audiolm import layouts, synthetic, tasks
 from soundlm.audiolm.api import AudioLM
 from soundlm.audiolm.decoding import SamplingConfig
@@ -24,7 +24,7 @@ def clean_gin():
 
 def _train(stage, workdir):
   gin.clear_config()
-  train.parse_gin([f"gin/runs/audiolm_{stage}_tiny.gin"], [])
+  gin_utils.parse([f"gin/runs/audiolm_{stage}_tiny.gin"], [])
   (workdir / "config.gin").write_text(gin.config_str())
   task, data = tasks.AudioLMTask(), synthetic.MarkovStageData()
   assert task.layout.stage == stage
@@ -81,7 +81,7 @@ def test_paper_run_files_parse(clean_gin):
   vocab_sizes = {"semantic": 1026, "coarse": 5122, "fine": 12290}
   for stage in layouts.STAGES:
     gin.clear_config()
-    train.parse_gin([f"gin/runs/audiolm_{stage}.gin"],
+    gin_utils.parse([f"gin/runs/audiolm_{stage}.gin"],
                     ["TOKENS = {'speech': '/nonexistent'}"])
     task = tasks.AudioLMTask()
     assert task.layout.stage == stage

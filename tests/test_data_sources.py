@@ -241,15 +241,15 @@ def test_paper_recipe_needs_a_corpus_and_leaves_out_clips_shorter_than_its_crops
     tmp_path, data_dir):
   import gin
 
-  from soundlm import train
+  from soundlm import gin_utils
 
   root = _write_folder(tmp_path / "long", [("train", 16 * 16000), ("train", 15 * 16000),
                                            ("train", 17 * 16000), ("validation", 16 * 16000)], 16000)
   try:
     with pytest.raises(ValueError, match=r"w2vbert_task.corpora set to `%gin.REQUIRED`"):
-      train.parse_gin(["gin/runs/semantic_paper.gin"], [])
+      gin_utils.parse(["gin/runs/semantic_paper.gin"], [])
     gin.clear_config()
-    train.parse_gin(["gin/runs/semantic_paper.gin"], [
+    gin_utils.parse(["gin/runs/semantic_paper.gin"], [
         f"soundlm.data.w2vbert_task.corpora = {{'paper_long': 'folder:{root}'}}",
         f"soundlm.data.w2vbert_task.data_dir = '{data_dir}'",
         "soundlm.data.TaskData.batch_size = 2"])

@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from soundlm import partitioning
-from soundlm import train as train_entry
+from soundlm import gin_utils
 from tests import toy_setup
 
 
@@ -25,7 +25,7 @@ def test_mesh_fills_the_remaining_axis_and_rejects_bad_shapes():
 
 def _scheme_rules(name):
   gin.clear_config()
-  train_entry.parse_gin([f"gin/partitioning/{name}.gin"], [])
+  gin_utils.parse([f"gin/partitioning/{name}.gin"], [])
   mesh = partitioning.make_mesh()
   rules = partitioning.logical_axis_rules()
   gin.clear_config()

@@ -423,21 +423,16 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 # --- models ----------------------------------------------------------------------
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def audiolm_stage(config: str, stage: str):
   """(ModelConfig, Layout) of one AudioLM stage from `gin/audiolm/<config>.gin`
   (or a gin file path): the sizes, vocabularies and crops the runs use."""
   import gin
-  from soundlm.audiolm import decoding  # noqa: F401  Registers SamplingConfig, bound there.
+  from soundlm import gin_utils
   from soundlm.audiolm.layouts import Layout
   from soundlm.audiolm.model import ModelConfig
-  path = config if config.endswith(".gin") else os.path.join(
-      REPO_ROOT, "gin", "audiolm", f"{config}.gin")
-  if not os.path.isfile(path):
-    raise ValueError(f"config {config!r}: no gin file {path}")
+  path = gin_utils.find(config if config.endswith(".gin") else f"gin/audiolm/{config}.gin",
+                        "config")
   with gin.unlock_config():
-    gin.parse_config_file(path)
+    gin.parse_config_file(str(path))
   with gin.config_scope(stage):
     return ModelConfig(), Layout(stage=stage)

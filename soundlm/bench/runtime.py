@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import functools
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ from soundlm.audiolm.decoding import Decoder, SamplingConfig
 from soundlm.audiolm.model import DecoderLM
 from soundlm.bench import common
 from soundlm.codec.api import Codec
+from soundlm.codec.model import SoundStream
 from soundlm.soundstorm import decoding as storm_decoding
 from soundlm.soundstorm import schedule as schedule_lib
 from soundlm.soundstorm.api import SoundStorm
@@ -92,7 +94,7 @@ class Setup:
 # --- SoundStream -----------------------------------------------------------------
 
 def codec_case(codec: Codec, setup: Setup, seconds: float) -> dict:
-  model = codec.model.clone(dtype=jnp.dtype(setup.dtype))
+  model = SoundStream(dataclasses.replace(codec.model.config, dtype=setup.dtype))
   variables = setup.weights(codec.variables)
   rng = np.random.default_rng(setup.seed)
   codes = jnp.asarray(rng.integers(0, model.codebook_size,
@@ -388,15 +390,23 @@ def main(argv=None):
 
 
 def markdown_with_plot(report: dict, png: str, markdown_path: str) -> str:
-  """The tables, preceded by the plot where it lies inside the repository
-  (a link that resolves wherever the document is read)."""
+  """The tables, preceded by the plot where it lies inside the document's
+  repository (a link that resolves wherever the document is read)."""
   text = tables(report)
   relative = os.path.relpath(os.path.abspath(png),
                              os.path.dirname(os.path.abspath(markdown_path)))
-  inside = not os.path.relpath(os.path.abspath(png), common.REPO_ROOT).startswith("..")
+  inside = not os.path.relpath(os.path.abspath(png),
+                               _repository(markdown_path)).startswith("..")
   if os.path.isfile(png) and inside:
     text = f"![runtime against generated length]({relative})\n\n{text}"
   return text
+
+
+def _repository(path: str) -> str:
+  """The git work tree holding `path` (the nearest folder up with a .git),
+  else the folder of `path`."""
+  folder = pathlib.Path(path).absolute().parent
+  return str(next((p for p in (folder, *folder.parents) if (p / ".git").exists()), folder))
 
 
 def run(args, argv) -> dict:

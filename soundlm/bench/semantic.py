@@ -72,7 +72,7 @@ def pretrain(size: str, workdir: str, steps: int, seed: int) -> dict:
   config_file = read_config(size)
   os.makedirs(workdir, exist_ok=True)
   with open(f"{workdir}/config.gin", "w") as f:  # what SemanticEmbedder.from_checkpoints reads
-    f.write(f"include '{common.REPO_ROOT}/gin/semantic/{size}.gin'\n")
+    f.write(f"include 'gin/semantic/{size}.gin'\n")
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
       optax.warmup_cosine_decay_schedule(0.0, settings["learning_rate"], steps // 10 + 1,
                                          steps, settings["learning_rate"] / 10)))

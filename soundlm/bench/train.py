@@ -36,12 +36,13 @@ from typing import Callable
 import jax
 import numpy as np
 
+from soundlm import models
 from soundlm import partitioning
 from soundlm import trainer as trainer_lib
 from soundlm.audiolm.synthetic import MarkovStageData
 from soundlm.audiolm.tasks import AudioLMTask
 from soundlm.bench import common
-from soundlm.soundstorm.api import model_from_gin
+from soundlm.soundstorm.model import SoundStormConfig
 from soundlm.soundstorm.synthetic import KnownProcessCodes
 from soundlm.soundstorm.task import SoundStormTask
 
@@ -73,8 +74,9 @@ class Case:
 def soundstorm_case(config: str, dtype: str, attention: str, seconds: float,
                     padding_mask: bool) -> Case:
   def make(implementation):
-    model = model_from_gin(config, dtype=dtype, attention_implementation=implementation)
-    return SoundStormTask(model=model, optimizer=trainer_lib.make_optimizer())
+    model = models.config_from_gin(SoundStormConfig, "soundstorm", config, dtype=dtype,
+                                   attention_implementation=implementation)
+    return SoundStormTask(model, optimizer=trainer_lib.make_optimizer())
   task = make(attention)
   model = task.model
   num_frames = round(seconds * ACOUSTIC_RATE)
@@ -154,16 +156,16 @@ def make_mesh(shape: str | None) -> jax.sharding.Mesh:
   return partitioning.make_mesh(*sizes, devices=devices)
 
 
-def load_partitioning(name: str):
-  """Parses `gin/partitioning/<name>.gin` (or a gin file path): mesh shape and rules."""
+def load_partitioning(name: str) -> str:
+  """Parses `gin/partitioning/<name>.gin` (or a gin file path): mesh shape and
+  rules. Returns the file's name as given, for the report."""
   import gin
-  path = name if name.endswith(".gin") else os.path.join(
-      common.REPO_ROOT, "gin", "partitioning", f"{name}.gin")
-  if not os.path.isfile(path):
-    raise ValueError(f"--partitioning {name!r}: no gin file {path}")
+  from soundlm import gin_utils
+  file = name if name.endswith(".gin") else f"gin/partitioning/{name}.gin"
+  path = gin_utils.find(file, "--partitioning")
   with gin.unlock_config():
-    gin.parse_config_file(path)
-  return path
+    gin.parse_config_file(str(path))
+  return file
 
 
 def _is_out_of_memory(error: Exception) -> bool:
@@ -381,7 +383,7 @@ def run(args, argv) -> dict:
         print(summary_line(row), flush=True)
   report = dict(benchmark="train", size=args.size, dtype=dtype, models=list(args.model),
                 steps=steps, warmup=args.warmup, padding_mask=args.padding_mask,
-                partitioning=os.path.relpath(partitioning_file, common.REPO_ROOT),
+                partitioning=partitioning_file,
                 mesh=dict(mesh.shape), rules=[list(r) for r in rules],
                 num_devices=mesh.size, peak_tflops=peak, peak_source=peak_source,
                 matmul_tflops=matmul_peak, flops_source="xla_cost_analysis",

@@ -7,13 +7,12 @@ training run's saved config.gin) on its own, so a tokenizer built from one
 never disturbs the gin configuration of the program around it.
 """
 import dataclasses
-import io
 import pathlib
 
 import gin
-from gin import config_parser
 
-GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin" / "semantic"
+from soundlm import gin_utils
+
 FRONTENDS = ("conv", "stacked")
 BLOCKS = ("conformer", "w2v_bert_2")
 POSITIONS = ("rope", "relative_key", "rotary", "none")
@@ -93,37 +92,15 @@ def config_path(config) -> pathlib.Path:
   """'tiny' / 'paper' name gin/semantic/<name>.gin; anything else is a path."""
   config = str(config)
   named = "/" not in config and not config.endswith(".gin")
-  path = GIN_DIR / f"{config}.gin" if named else pathlib.Path(config)
-  if not path.is_file():
-    raise FileNotFoundError(f"config: no gin file {path} (give 'tiny', 'paper' or a path)")
-  return path
-
-
-def read_bindings(config, selector: str) -> dict:
-  """Literal bindings `<selector>.<arg> = value` of a gin file (following its
-  includes), read without touching gin's global configuration."""
-  path = config_path(str(config))
-  values = {}
-  parser = config_parser.ConfigParser(io.StringIO(path.read_text()), _Placeholders())
-  for statement in parser:
-    if isinstance(statement, config_parser.IncludeStatement):
-      included = pathlib.Path(statement.filename)
-      candidates = [path.parent / included, GIN_DIR.parents[1] / included, included]
-      found = next((c for c in candidates if c.is_file()), None)
-      if found is None:
-        raise FileNotFoundError(f"{path}: included file {statement.filename} not found")
-      values.update(read_bindings(found, selector))
-    elif (isinstance(statement, config_parser.BindingStatement)
-          and statement.selector.split(".")[-1] == selector):
-      if isinstance(statement.value, _Reference):
-        raise ValueError(f"{path}: {selector}.{statement.arg_name} must be a literal, "
-                         f"found {statement.value}")
-      values[statement.arg_name] = statement.value
-  return values
+  try:
+    return gin_utils.find(f"gin/semantic/{config}.gin" if named else config)
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f"config {config!r}: no gin file (give 'tiny', 'paper' or a "
+                            f"path): {error}") from error
 
 
 def _from_bindings(cls, config):
-  values = read_bindings(config, cls.__name__)
+  values = gin_utils.read_literals(config_path(config), cls.__name__)
   fields = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - fields)
   if unknown:
@@ -147,17 +124,3 @@ class TokenConfig:
   clusters and the hidden-state index whose embeddings are clustered."""
   num_clusters: int = 1024
   layer: int = 19
-
-
-class _Reference(str):
-  """A configurable reference or macro met while reading literals."""
-
-
-class _Placeholders:
-  """Parser delegate standing in for references and macros."""
-
-  def configurable_reference(self, scoped_name, evaluate):
-    return _Reference(f"@{scoped_name}{'()' if evaluate else ''}")
-
-  def macro(self, name):
-    return _Reference(f"%{name}")
