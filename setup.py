@@ -28,8 +28,8 @@ setuptools.setup(
         # Gin configs (`gin/...` names resolve inside the package) and the
         # built-in speech and piano corpus ship with the package.
         "soundlm": ["gin/*/*.gin"],
-        "soundlm.data.corpus": ["builtin/*/*/*.flac", "builtin/*/*/*.json",
-                                "builtin/*/*/*.mid"],
+        "soundlm.io.corpus": ["builtin/*/*/*.flac", "builtin/*/*/*.json",
+                              "builtin/*/*/*.mid"],
     },
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,

@@ -23,7 +23,8 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
-import soundfile
+
+from soundlm.io.audio import write_wav
 
 ALLOWED_KEYS = {"id", "prompt", "duration", "seed", "options"}
 
@@ -75,13 +76,6 @@ def parse_manifest(path: str) -> list[Item | BadItem]:
       except (ValueError, TypeError) as error:
         items.append(BadItem(default_id, f"{path}:{number}: {error}"))
   return items
-
-
-def _write_wav(path: str, wav: np.ndarray, sample_rate: int):
-  """Atomic: a crash never leaves a half-written file under the final name."""
-  tmp = path + ".tmp.wav"
-  soundfile.write(tmp, np.asarray(wav, np.float32), sample_rate, subtype="PCM_16")
-  os.replace(tmp, path)
 
 
 class OutputManifest:
@@ -151,7 +145,7 @@ def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
         continue
       for (item, _), wav in zip(chunk, np.asarray(audio)):
         path = os.path.join(output_dir, f"{item.id}.wav")
-        _write_wav(path, wav, sample_rate)
+        write_wav(path, wav, sample_rate)
         manifest.append({"id": item.id, "status": "ok", "audio": path,
                          "prompt": item.prompt, "duration": item.duration,
                          "seed": item.seed, "options": dict(item.options)})

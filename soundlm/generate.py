@@ -24,6 +24,7 @@ from soundlm import partitioning
 
 from soundlm.audiolm.api import AudioLM
 from soundlm.audiolm.decoding import SamplingConfig
+from soundlm.io.audio import read_audio, write_wav
 from soundlm.codec.api import Codec
 from soundlm.semantic.api import SemanticTokenizer
 from soundlm.soundstorm.api import SoundStorm
@@ -105,10 +106,9 @@ class Pipeline:
 
   def load_prompt(self, path: str) -> np.ndarray:
     """Mono float32 samples of an audio file at the codec's sample rate."""
-    from soundlm.data import audio  # soundfile only; no TensorFlow
     if not os.path.isfile(path):
       raise FileNotFoundError(f"prompt file {path!r} does not exist")
-    wav, _ = audio.read_audio(path, self.sample_rate)
+    wav, _ = read_audio(path, self.sample_rate)
     return wav
 
   def _frames(self, duration: float) -> int:
@@ -250,7 +250,6 @@ def load_pipeline(codec_workdir: str = gin.REQUIRED, w2v_bert_workdir: str = gin
 
 def main(argv=None) -> int:
   from soundlm import gin_utils
-  from soundlm.decode import _write_wav
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   gin_utils.add_flags(parser)
@@ -271,7 +270,7 @@ def main(argv=None) -> int:
                               acoustic=args.acoustic, temperature=args.temperature)
   except (FileNotFoundError, ValueError) as error:
     parser.exit(2, f"error: {error}\n")
-  _write_wav(args.output, audio[0], pipeline.sample_rate)
+  write_wav(args.output, audio[0], pipeline.sample_rate)
   logging.info("wrote %s (%.2f s)", args.output, audio.shape[1] / pipeline.sample_rate)
   return 0
 

@@ -23,6 +23,9 @@ import time
 
 import numpy as np
 
+from soundlm.io import corpus
+from soundlm.io.audio import write_wav
+
 # Lines of a step's log shown on the console: training progress, the
 # tokenizer's shard counts, k-means results and errors.
 PROGRESS = re.compile(r"\bstep \d+/\d+|eval step|shards? |embeddings of|wrote |Traceback|Error:")
@@ -134,8 +137,6 @@ def spectrogram_png(path: str, audio: np.ndarray, sample_rate: int, prompt_secon
 def generate_examples(out: str, prompt_seconds: float, duration: float) -> dict:
   """Speech continuations (SoundStorm and AR acoustic stages) and a piano one."""
   from soundlm import generate as generate_lib
-  from soundlm.data import corpus
-  from soundlm.decode import _write_wav
 
   pipeline = generate_lib.load_pipeline(
       codec_workdir=f"{out}/codec", w2v_bert_workdir=f"{out}/w2v_bert",
@@ -161,7 +162,7 @@ def generate_examples(out: str, prompt_seconds: float, duration: float) -> dict:
     seconds = time.time() - start
     for clip, wav in zip(clips, audio):
       name = f"{kind}_{acoustic}_{clip.id}"
-      _write_wav(os.path.join(out, f"{name}.wav"), wav, rate)
+      write_wav(os.path.join(out, f"{name}.wav"), wav, rate)
       spectrogram_png(os.path.join(out, f"{name}.png"), wav, rate, prompt_seconds,
                       f"{kind} prompt ({clip.speaker}) + {acoustic} continuation")
       examples[name] = {"prompt": clip.path, "text": clip.text, "seconds": seconds}

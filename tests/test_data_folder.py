@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundlm.data import audio, folder
+from soundlm.io import audio, folder
 
 
 def _write(path, n, rate=16000, channels=1, seed=0):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundlm.data import audio, folder, pipeline, shards, sources, tasks, tf_env, tokenize
+from soundlm.data import pipeline, tasks, tokenize
+from soundlm.io import audio, folder, shards, sources, tf_env
 
 LIBRISPEECH_SPLITS = {"train_clean100": 3, "train_clean360": 2, "train_other500": 1,
                       "dev_clean": 2}

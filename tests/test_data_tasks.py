@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from soundlm.audiolm import layouts
-from soundlm.data import pipeline, shards, sources, tasks, tf_env
+from soundlm.data import pipeline, tasks
+from soundlm.io import shards, sources, tf_env
 
 SPEC = shards.TokenSpec(sample_rate=16000, codec_frame_rate=50.0, semantic_frame_rate=25.0,
                         num_levels=4, codebook_size=16, semantic_vocab=8)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundlm.data import corpus, folder, shards, sources, tf_env, tokenize
+from soundlm.data import tokenize
+from soundlm.io import corpus, folder, shards, sources, tf_env
 
 CONFIG = tokenize.JobConfig(split="validation", examples_per_shard=4, bucket_seconds=8.0,
                             progress=False)

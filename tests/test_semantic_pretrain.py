@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from soundlm import partitioning
-from soundlm.data import corpus
+from soundlm.io import corpus
 from soundlm.semantic import losses
 from soundlm.semantic.api import SemanticEmbedder, SemanticTokenizer
 from soundlm.semantic.config import read_config

@@ -58,7 +58,8 @@ def run(size: str, batches: int, warmup: int, restore_at: int, data_dir: str,
         tokens: str | None, work: str, pipelines=None) -> list[dict]:
   """Times each pipeline (all, or those named in `pipelines`); returns table rows."""
   from soundlm.audiolm import layouts
-  from soundlm.data import pipeline, shards, tasks
+  from soundlm.data import pipeline, tasks
+  from soundlm.io import shards
 
   cfg = SIZES[size]
   if tokens is None:

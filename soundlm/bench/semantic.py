@@ -112,7 +112,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
-  from soundlm.data import corpus
+  from soundlm.io import corpus
 
   start = time.time()
   tokens_config = read_token_config(args.size)

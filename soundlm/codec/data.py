@@ -5,7 +5,7 @@ import gin
 import jax
 import numpy as np
 
-from soundlm.data import corpus
+from soundlm.io import corpus
 
 
 @gin.configurable

@@ -1,5 +1,6 @@
-"""Data: audio sources, the built-in corpus, tokenization, seqio tasks, input pipelines.
+"""Data jobs: the offline tokenization job, seqio tasks and mixtures, their
+preprocessors and feature converters, and the trainer's input iterator.
 
-Only this package may use TensorFlow, TFDS and seqio, and it imports them
-lazily (`soundlm.data.tf_env`), so `import soundlm.data.<module>` works on
-hosts without TensorFlow."""
+Audio files, corpora, sources and token shard files are `soundlm.io`. These
+modules import TensorFlow, TFDS and seqio lazily (`soundlm.io.tf_env`), so
+`import soundlm.data.<module>` works on hosts without TensorFlow."""

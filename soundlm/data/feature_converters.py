@@ -11,7 +11,7 @@ sequences with PAD (never a target), SoundStorm tokens with 0 and
 padding_mask False (True marks real frames)."""
 import functools
 
-from soundlm.data import tf_env
+from soundlm.io import tf_env
 
 
 def _pad_to(x, length, value=0):

@@ -14,8 +14,8 @@ audio and are not JSON.)
 import gin
 import numpy as np
 
-from soundlm.data import tf_env
 from soundlm.data.tasks import TaskSpec
+from soundlm.io import tf_env
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -5,7 +5,7 @@ which follow from the seed given to `get_dataset`, so a pipeline is a pure
 function of (seed, host, epoch)."""
 import numpy as np
 
-from soundlm.data import tf_env
+from soundlm.io import tf_env
 
 
 def _random_start(length, crop, seed):

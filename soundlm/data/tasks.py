@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 import gin
 
-from soundlm.data import feature_converters, preprocessors, shards, sources, tf_env
+from soundlm.data import feature_converters, preprocessors
+from soundlm.io import shards, sources, tf_env
 
 BUILTIN = {"speech": "builtin:speech", "piano": "builtin:piano"}
 

@@ -20,12 +20,18 @@ and listed in the shard summary and the manifest.
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import time
 
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
-from soundlm.data import audio, folder, shards, sources, tf_env
+from soundlm import partitioning
+from soundlm.codec.api import Codec
+from soundlm.io import audio, folder, shards, sources, tf_env
+from soundlm.semantic.api import SemanticTokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +69,6 @@ class Tokenizer:
 
   def __init__(self, codec, semantic, spec: shards.TokenSpec, batch_size: int,
                bucket_seconds: float):
-    import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     self.codec, self.semantic, self.spec = codec, semantic, spec
     devices = jax.local_devices()
     if batch_size % len(devices):
@@ -97,8 +100,6 @@ class Tokenizer:
     return -(-num_samples // self.bucket) * self.bucket
 
   def _run(self, fn, batch: np.ndarray):
-    import jax
-
     return np.asarray(jax.device_get(fn(jax.device_put(batch, self.sharding))))
 
   def tokenize(self, wavs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -154,8 +155,6 @@ def run(builder, out_dir: str, codec, semantic, config: JobConfig = JobConfig())
 
   Returns the manifest when all shards are done, else a summary of this run.
   """
-  import jax
-
   tf = tf_env.tf()
   if config.on_error not in ("raise", "skip"):
     raise ValueError(f"on_error: expected 'raise' or 'skip', got {config.on_error!r}")
@@ -229,11 +228,6 @@ def load_models(codec: str, semantic: str):
   weights, for smoke runs and tests) or a codec training work dir. semantic: a
   size name, 'WORKDIR,KMEANS' (a w2v-BERT training run and a k-means file) or
   'hf:DIR,KMEANS' (a Hugging Face w2v-BERT 2.0 folder)."""
-  import os
-
-  from soundlm.codec.api import Codec
-  from soundlm.semantic.api import SemanticTokenizer
-
   codec_model = Codec.from_checkpoint(codec) if os.path.isdir(codec) else Codec.random(codec)
   if "," not in semantic:
     return codec_model, SemanticTokenizer.random(semantic)
@@ -252,8 +246,6 @@ def start_hosts(config: JobConfig):
     raise ValueError("host_index and num_hosts: give both (independent processes) or "
                      "neither (from jax.distributed)")
   if not any(explicit):
-    from soundlm import partitioning
-
     partitioning.initialize_distributed()
 
 

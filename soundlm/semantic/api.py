@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from soundlm.io import audio
 from soundlm.semantic import features as features_lib
 from soundlm.semantic.config import W2vBertConfig, read_config, read_token_config
 from soundlm.semantic.encoder import W2vBertEncoder, input_features
@@ -177,7 +178,6 @@ class SemanticTokenizer:
   def tokenize_file(self, path) -> np.ndarray:
     """int32 [N // 640] tokens of a mono 16 kHz audio file (other rates and
     channel counts are refused)."""
-    from soundlm.data import audio
     wav, _ = audio.read_audio(path, self.sample_rate)
     return np.asarray(self.tokenize(wav[None]))[0]
 

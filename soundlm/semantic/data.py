@@ -13,11 +13,11 @@ from soundlm.semantic.features import SAMPLE_RATE
 @gin.configurable
 class SpeechCrops:
   """Iterator of {'wav': float32 [batch_size, crop]} from the built-in corpus's
-  speech (or one made under `root` by `python -m soundlm.data.corpus.make`)."""
+  speech (or one made under `root` by `python -m soundlm.io.corpus.make`)."""
 
   def __init__(self, batch_size: int = 8, crop_seconds: float = 2.0, split: str = "train",
                root: str | None = None, seed: int = 0):
-    from soundlm.data import corpus
+    from soundlm.io import corpus
     clips = corpus.load_builtin(split, "speech", root=root)
     if not clips:
       raise ValueError(f"no speech clips in split {split!r}")

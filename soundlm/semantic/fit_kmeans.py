@@ -8,7 +8,7 @@
 Embeddings come from non-overlapping windows of every clip of one split of a
 corpus: `--corpus` is 'builtin:speech' (the default), 'folder:<path>' (any
 folder of 16 kHz mono audio files, split as the data jobs split it) or
-'tfds:<name>'; `--corpus_root` is a corpus made by `soundlm.data.corpus.make`.
+'tfds:<name>'; `--corpus_root` is a corpus made by `soundlm.io.corpus.make`.
 The remainder of each clip shorter than a window is not used, and the log says
 how much that was. The k-means file records the model's fingerprint.
 """
@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from soundlm.io import sources
 from soundlm.semantic.api import SemanticEmbedder, run_config
 from soundlm.semantic.config import read_token_config
 from soundlm.semantic.features import SAMPLE_RATE
@@ -55,7 +56,7 @@ def main(argv=None):
   corpus_source.add_argument("--corpus", default="builtin:speech",
                              help="builtin:speech, folder:<path> or tfds:<name>")
   corpus_source.add_argument("--corpus_root", help="root of a corpus made by "
-                             "soundlm.data.corpus.make (its speech/ folder)")
+                             "soundlm.io.corpus.make (its speech/ folder)")
   parser.add_argument("--data_dir", help="TFDS data_dir of a tfds: corpus")
   parser.add_argument("--split", default="train")
   parser.add_argument("--window_seconds", type=float, default=4.0)
@@ -64,14 +65,12 @@ def main(argv=None):
   parser.add_argument("--out", required=True, help="k-means file to write (.npz)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  from soundlm.data import sources
-
   corpus = args.corpus
   if args.corpus_root:
     corpus = f"folder:{os.path.join(args.corpus_root, 'speech')}"
     if not os.path.isdir(corpus[len("folder:"):]):
       parser.error(f"--corpus_root {args.corpus_root} has no speech/ folder (the layout of "
-                   f"soundlm.data.corpus.make); for any folder of audio files use "
+                   f"soundlm.io.corpus.make); for any folder of audio files use "
                    f"--corpus=folder:{args.corpus_root}")
   if args.w2v_bert_workdir:
     tokens = read_token_config(run_config(args.w2v_bert_workdir))

@@ -1,8 +1,10 @@
-"""Reading audio files into float32 mono numpy arrays, with clear errors.
+"""Reading audio files into float32 mono numpy arrays, with clear errors, and
+writing waveforms as 16-bit WAV files.
 
-Numpy/soundfile only (no TensorFlow), so the corpus loader and the tests of
-other areas can read audio anywhere. Resampling and down-mixing happen only
-when the caller asks for them; otherwise a mismatch is an error."""
+Numpy/soundfile only (no TensorFlow), so the corpus loader, the generation
+jobs and the tests of other areas can read and write audio anywhere.
+Resampling and down-mixing happen only when the caller asks for them;
+otherwise a mismatch is an error."""
 import math
 import os
 import re
@@ -88,3 +90,14 @@ def list_audio_files(root) -> list[str]:
       if name.lower().endswith(AUDIO_EXTENSIONS):
         found.append(os.path.relpath(os.path.join(dirpath, name), root))
   return sorted(found)
+
+
+def write_wav(path, wav: np.ndarray, sample_rate: int):
+  """Writes float samples in [-1, 1] as 16-bit PCM WAV, atomically: a crash never
+  leaves a half-written file under the final name (decode jobs resume by it)."""
+  import soundfile as sf
+
+  path = os.fspath(path)
+  tmp = path + ".tmp.wav"
+  sf.write(tmp, np.asarray(wav, np.float32), sample_rate, subtype="PCM_16")
+  os.replace(tmp, path)

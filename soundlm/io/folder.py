@@ -1,6 +1,6 @@
 """TFDS builders for folders of audio files, and the built-in corpus through them.
 
-    from soundlm.data import folder
+    from soundlm.io import folder
     builder = folder.folder_builder("/data/my_audio", data_dir="/tmp/tfds")
     builder.download_and_prepare()
     ds = builder.as_dataset(split="train")   # {'audio', 'id', 'speaker', 'text', 'duration'}
@@ -29,7 +29,7 @@ import re
 
 import numpy as np
 
-from soundlm.data import audio, tf_env
+from soundlm.io import audio, corpus, tf_env
 
 VERSION = "1.0.0"
 SPLITS = ("train", "validation")
@@ -188,15 +188,13 @@ def _builder_classes():
         raise ValueError(f"{s.root}: all {len(relpaths)} files of split {split!r} were "
                          f"skipped, e.g. {skipped[0][0]}: {skipped[0][1]}")
 
-  from soundlm.data import corpus
-
   builtin_configs = [
       AudioFolderConfig(name=kind, settings=FolderSettings(str(corpus.builtin_root() / kind)),
                         description=f"built-in {kind} corpus")
       for kind in corpus.KINDS]
 
   class SoundlmBuiltin(AudioFolder):
-    """The corpus shipped in `soundlm/data/corpus/builtin` (speech and piano)."""
+    """The corpus shipped in `soundlm/io/corpus/builtin` (speech and piano)."""
     BUILDER_CONFIGS = builtin_configs
 
   return AudioFolderConfig, AudioFolder, SoundlmBuiltin
@@ -220,8 +218,6 @@ def folder_builder(root, *, data_dir=None, name: str | None = None, **settings):
 
 def builtin_builder(kind: str = "speech", *, data_dir=None):
   """The TFDS builder of the built-in corpus ('speech' or 'piano')."""
-  from soundlm.data import corpus
-
   if kind not in corpus.KINDS:
     raise ValueError(f"kind: expected one of {corpus.KINDS}, got {kind!r}")
   return _builder_classes()[2](config=kind, data_dir=data_dir)

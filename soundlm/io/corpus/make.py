@@ -1,12 +1,12 @@
 """Synthesises the built-in speech and piano corpus.
 
-    python -m soundlm.data.corpus.make --size small   # the committed corpus
-    python -m soundlm.data.corpus.make --size large --out /data/soundlm_corpus
+    python -m soundlm.io.corpus.make --size small   # the committed corpus
+    python -m soundlm.io.corpus.make --size large --out /data/soundlm_corpus
 
 Speech: Harvard sentences read by several offline voices (flite and
 espeak-ng); piano: generated MIDI phrases rendered by fluidsynth with the
 General MIDI soundfont. Debian packages: espeak-ng flite fluidsynth
-fluid-soundfont-gm. Output layout (what `soundlm.data.corpus` reads):
+fluid-soundfont-gm. Output layout (what `soundlm.io.corpus` reads):
 
     <out>/<kind>/<split>/<clip_id>.flac   16-bit FLAC, mono
     <out>/<kind>/<split>/<clip_id>.json   speaker, text or MIDI notes, rate, duration
@@ -23,8 +23,8 @@ import tempfile
 
 import numpy as np
 
-from soundlm.data import audio
-from soundlm.data.corpus import builtin_root, harvard, midi
+from soundlm.io import audio
+from soundlm.io.corpus import builtin_root, harvard, midi
 
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
 

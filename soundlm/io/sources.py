@@ -9,7 +9,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from soundlm.data import folder, shards, tf_env
+from soundlm.io import corpus, folder, shards, tf_env
 
 # soundlm split name -> TFDS split expression, for TFDS datasets that have no
 # 'train' / 'validation' splits; a task's `splits` argument overrides these.
@@ -78,8 +78,6 @@ def waveforms(source: str, split: str, *, data_dir: str | None = None,
   kind, _, name = source.partition(":")
   if kind in ("builtin", "folder"):
     if kind == "builtin":
-      from soundlm.data import corpus
-
       if name not in corpus.KINDS:
         raise ValueError(f"source: expected builtin:<kind> with a kind in {corpus.KINDS}, "
                          f"got {source!r}")

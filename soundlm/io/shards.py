@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from soundlm.data import tf_env
+from soundlm.io import tf_env
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

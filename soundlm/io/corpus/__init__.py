@@ -1,10 +1,10 @@
 """The built-in speech and piano corpus, readable with numpy and soundfile.
 
-    from soundlm.data import corpus
+    from soundlm.io import corpus
     clips = corpus.load_builtin("train", kind="speech")
     clips[0].waveform, clips[0].sample_rate, clips[0].speaker, clips[0].text
 
-The committed files are the `small` size of `python -m soundlm.data.corpus.make`
+The committed files are the `small` size of `python -m soundlm.io.corpus.make`
 (multi-speaker synthetic English speech and rendered piano, 16 kHz mono)."""
 import dataclasses
 import json
@@ -12,6 +12,8 @@ import os
 import pathlib
 
 import numpy as np
+
+from soundlm.io import audio
 
 KINDS = ("speech", "piano")
 SPLITS = ("train", "validation")
@@ -41,15 +43,13 @@ def clip_paths(split: str = "train", kind: str = "speech", root=None) -> list[st
     raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
   folder = pathlib.Path(root or builtin_root()) / kind / split
   if not folder.is_dir():
-    raise FileNotFoundError(f"no corpus folder {folder}; run python -m soundlm.data.corpus.make")
+    raise FileNotFoundError(f"no corpus folder {folder}; run python -m soundlm.io.corpus.make")
   return sorted(str(p) for p in folder.glob("*.flac"))
 
 
 def load_builtin(split: str = "train", kind: str = "speech", *, root=None,
                  max_clips: int | None = None) -> list[Clip]:
   """Clips of the built-in corpus (or of a larger one made under `root`)."""
-  from soundlm.data import audio
-
   clips = []
   for path in clip_paths(split, kind, root)[:max_clips]:
     with open(path[: -len(".flac")] + ".json") as f:
