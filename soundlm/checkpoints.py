@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
@@ -72,3 +73,39 @@ def abstract_like(tree, shardings):
   """ShapeDtypeStructs carrying `shardings`: the restore target for `tree`."""
   return jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+  """The steps saved (completely) under a checkpoint directory, oldest first."""
+  path = epath.Path(directory)
+  if not path.exists():
+    return []
+  manager = ocp.CheckpointManager(
+      path, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
+def restore_part(directory: str, target, shardings, step: int | None = None):
+  """(part of the saved train state, step): only the leaves in `target` (a
+  nested dict of shape structs mirroring the state's layout) are read, onto
+  `shardings`, so any device count or mesh can read any checkpoint and the
+  optimizer state is never loaded."""
+  steps = checkpoint_steps(directory)
+  if not steps:
+    raise FileNotFoundError(f"no checkpoints in {directory}")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint of step {step} in {directory} (have {steps})")
+  path = epath.Path(directory) / str(step) / "state"
+  restore_args = ocp.checkpoint_utils.construct_restore_args(target, shardings)
+  try:
+    restored = ocp.PyTreeCheckpointer().restore(
+        path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                          partial_restore=True))
+  except (KeyError, ValueError) as error:
+    raise ValueError(f"{path} does not hold the expected model variables "
+                     f"({error}); was it written for another model?") from error
+  return restored, step

@@ -20,12 +20,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from soundlm import partitioning
 
 from soundlm.audiolm.api import AudioLM
 from soundlm.audiolm.decoding import SamplingConfig
-from soundlm.io.audio import read_audio, write_wav
 from soundlm.codec.api import Codec
+from soundlm.io.audio import read_audio, write_wav
 from soundlm.semantic.api import SemanticTokenizer
 from soundlm.soundstorm.api import SoundStorm
 
@@ -65,16 +64,11 @@ class Pipeline:
 
   def __init__(self, codec: Codec, tokenizer: SemanticTokenizer, audiolm: AudioLM,
                soundstorm: SoundStorm | None = None, *, acoustic: str = "soundstorm",
-               temperature: float = 0.8, mesh: Mesh | None = None):
-    """`mesh`: the mesh AudioLM and SoundStorm were built on; the codec and the
-    tokenizer are replicated over it and their batches split over its data axes."""
+               temperature: float = 0.8):
+    """Each model places its own parameters and batches (its partitioner)."""
     _check_compatible(codec, tokenizer, audiolm, soundstorm)
     if acoustic not in ACOUSTIC_GENERATORS:
       raise ValueError(f"acoustic must be one of {ACOUSTIC_GENERATORS}, got {acoustic!r}")
-    self.mesh = mesh
-    if mesh is not None:
-      codec.replicate_over(mesh)
-      tokenizer.replicate_over(mesh)
     self.codec, self.tokenizer = codec, tokenizer
     self.audiolm, self.soundstorm = audiolm, soundstorm
     self.acoustic, self.temperature = acoustic, temperature
@@ -89,14 +83,14 @@ class Pipeline:
   def random(cls, config: str = "tiny", seed: int = 0, *, mesh: Mesh | None = None,
              rules=None, **kwargs) -> "Pipeline":
     """Randomly initialised models of one size: for tests and benchmarks."""
-    codec = Codec.random(config, seed)
-    tokenizer = SemanticTokenizer.random(config, seed)
+    codec = Codec.random(config, seed, mesh=mesh)
+    tokenizer = SemanticTokenizer.random(config, seed, mesh=mesh)
     sizes = dict(semantic_vocab=tokenizer.vocab_size, codebook_size=codec.codebook_size,
                  num_levels=codec.num_levels)
     audiolm = AudioLM.random(config, seed=seed, num_coarse_levels=min(4, codec.num_levels - 1),
                              mesh=mesh, rules=rules, **sizes)
     soundstorm = SoundStorm.random(config, seed=seed, mesh=mesh, rules=rules, **sizes)
-    return cls(codec, tokenizer, audiolm, soundstorm, mesh=mesh, **kwargs)
+    return cls(codec, tokenizer, audiolm, soundstorm, **kwargs)
 
   @classmethod
   def from_gin(cls) -> "Pipeline":
@@ -155,7 +149,7 @@ class Pipeline:
                                      config)
       codes = self.audiolm.generate_fine(coarse, jax.random.fold_in(rng, 3),
                                          prompt_codes=prompt_codes, config=config)
-    audio = np.array(self.codec.decode(partitioning.place_batch(codes, self.mesh)))
+    audio = np.array(self.codec.decode(codes))
     if keep_prompt and kept is not None:
       audio[:, :kept.shape[1]] = kept
     return audio
@@ -208,9 +202,8 @@ class Pipeline:
       raise ValueError(f"the prompt ({prompts.shape[1] / self.sample_rate:.2f} s) is not "
                        f"shorter than the requested output ({duration} s)")
     used = prompts[:, :num_prompt * self.samples_per_semantic]
-    placed = partitioning.place_batch(used, self.mesh)
-    semantic = np.asarray(self.tokenizer.tokenize(placed))
-    codes = np.asarray(self.codec.encode(placed))
+    semantic = np.asarray(self.tokenizer.tokenize(used))
+    codes = np.asarray(self.codec.encode(used))
     return semantic, codes, used
 
   def generate_items(self, items: Sequence, prompts: Sequence[np.ndarray | None]
@@ -231,21 +224,19 @@ def load_pipeline(codec_workdir: str = gin.REQUIRED, w2v_bert_workdir: str = gin
                   coarse_workdir: str = gin.REQUIRED, fine_workdir: str = gin.REQUIRED,
                   soundstorm_workdir: str | None = None, mesh: Mesh | None = None,
                   rules=None, **kwargs) -> Pipeline:
-  """The pipeline from training work dirs (each holds config.gin + checkpoints).
+  """The pipeline from training work dirs (each holds model.json + checkpoints).
 
   With a mesh, AudioLM and SoundStorm parameters are laid out by `rules`
-  (default: the gin-configured `logical_axis_rules`) and batches split over
-  the data axes.
+  (default: the gin-configured `logical_axis_rules`), the codec and the
+  tokenizer are replicated, and every batch is split over the data axes.
   """
-  if mesh is not None and rules is None:
-    rules = partitioning.logical_axis_rules()
-  codec = Codec.from_checkpoint(codec_workdir)
-  tokenizer = SemanticTokenizer.from_checkpoints(w2v_bert_workdir, kmeans_path)
-  audiolm = AudioLM.from_checkpoints({"semantic": semantic_workdir, "coarse": coarse_workdir,
-                                      "fine": fine_workdir}, mesh=mesh, rules=rules)
-  soundstorm = (SoundStorm.from_checkpoint(soundstorm_workdir, mesh=mesh, rules=rules)
+  codec = Codec.load(codec_workdir, mesh=mesh)
+  tokenizer = SemanticTokenizer.load(w2v_bert_workdir, kmeans_path, mesh=mesh)
+  audiolm = AudioLM.load({"semantic": semantic_workdir, "coarse": coarse_workdir,
+                          "fine": fine_workdir}, mesh=mesh, rules=rules)
+  soundstorm = (SoundStorm.load(soundstorm_workdir, mesh=mesh, rules=rules)
                 if soundstorm_workdir else None)
-  return Pipeline(codec, tokenizer, audiolm, soundstorm, mesh=mesh, **kwargs)
+  return Pipeline(codec, tokenizer, audiolm, soundstorm, **kwargs)
 
 
 def main(argv=None) -> int:

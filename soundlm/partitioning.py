@@ -6,6 +6,7 @@ Parameters and activations are annotated with logical axis names (`embed`,
 ('data', 'fsdp', 'tensor'); everything else here follows from that mapping.
 """
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -144,15 +145,72 @@ def num_batch_shards(mesh: Mesh) -> int:
   return _axis_size(mesh, BATCH_AXES)
 
 
-def place_batch(x, mesh: Mesh | None) -> jax.Array:
-  """A host batch on `mesh`, split over its data axes for data-parallel
-  inference; a batch that does not divide evenly is replicated instead.
-  Without a mesh, on the default device."""
-  if mesh is None:
-    return jax.numpy.asarray(x)
-  x = np.asarray(x)
-  if x.shape[0] % num_batch_shards(mesh):
-    logging.info("batch %d not divisible by %d batch shards: replicated", x.shape[0],
-                 num_batch_shards(mesh))
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
-  return jax.device_put(x, batch_sharding(mesh, x.ndim))
+@dataclasses.dataclass(frozen=True)
+class Partitioner:
+  """Where a model's arrays live: a mesh with logical axis rules, or one device.
+
+  Every API and job places parameters and batches through one of these:
+  parameters by their logical axis names, batches split over the data axes
+  (padded to a whole number of batch shards, with a mask of the real rows).
+  """
+  mesh: Mesh | None = None
+  rules: tuple = DATA_PARALLEL_RULES
+
+  @classmethod
+  def of(cls, mesh: Mesh | None = None, rules: Rules | None = None) -> "Partitioner":
+    """A partitioner over `mesh`; rules default to the gin-configured ones."""
+    rules = logical_axis_rules() if rules is None else rules
+    return cls(mesh, tuple((name, tuple(axes) if isinstance(axes, list) else axes)
+                           for name, axes in rules))
+
+  @property
+  def num_batch_shards(self) -> int:
+    return 1 if self.mesh is None else num_batch_shards(self.mesh)
+
+  def activate(self):
+    """Context in which logical constraints resolve (nothing to do on one device)."""
+    return contextlib.nullcontext() if self.mesh is None else activate(self.mesh, self.rules)
+
+  def shardings(self, abstract_tree):
+    """Shardings for a boxed abstract tree (from `jax.eval_shape` of a module's
+    init): by logical names over the mesh, or the default device."""
+    if self.mesh is None:
+      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      return jax.tree_util.tree_map(lambda _: device, unbox(abstract_tree))
+    return logical_to_shardings(abstract_tree, self.mesh, self.rules)
+
+  def place_params(self, variables, abstract_tree):
+    """`variables` (unboxed) laid out like `abstract_tree`'s annotations say."""
+    return jax.device_put(unbox(variables), self.shardings(abstract_tree))
+
+  def replicate(self, tree):
+    """A full copy of `tree` on every device of the mesh (for small models, such
+    as the codec, that run data-parallel beside sharded ones)."""
+    if self.mesh is None:
+      return jax.device_put(tree)
+    return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+  def place_batch(self, batch):
+    """(batch on the devices, valid): every array's leading dimension B is
+    padded, by repeating the last row, to a multiple of the batch shards and
+    split over the data axes; `valid` (numpy bool [B']) marks the real rows.
+    Results of padded rows are to be dropped with `result[valid]`."""
+    leaves = jax.tree_util.tree_leaves(batch)
+    sizes = {np.shape(x)[0] for x in leaves}
+    if len(sizes) != 1:
+      raise ValueError(f"batch arrays disagree on their leading dimension: {sorted(sizes)}")
+    size = sizes.pop()
+    if size == 0:
+      raise ValueError("the batch is empty")
+    padded = -(-size // self.num_batch_shards) * self.num_batch_shards
+    valid = np.arange(padded) < size
+
+    def place(x):
+      xp = jax.numpy if isinstance(x, jax.Array) else np
+      x = xp.asarray(x)
+      if padded != size:
+        x = xp.concatenate([x, xp.repeat(x[-1:], padded - size, axis=0)])
+      if self.mesh is None:
+        return jax.numpy.asarray(x)
+      return jax.device_put(x, batch_sharding(self.mesh, x.ndim))
+    return jax.tree_util.tree_map(place, batch), valid

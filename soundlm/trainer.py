@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from soundlm import checkpoints
+from soundlm import configs
 from soundlm import partitioning
 
 LossFn = Callable[[dict, dict, jax.Array, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
@@ -49,6 +50,8 @@ class Phase:
 
 
 class Task(Protocol):
+  """What is trained. A task of a model family also has `model_config`, the
+  family's config dataclass, which the trainer records in the work dir."""
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict: ...
   def phases(self) -> Sequence[Phase]: ...
 
@@ -301,9 +304,28 @@ class Trainer:
     writer.write(step, totals, prefix="eval")
     logging.info("eval step %d: %s", step, _format(totals))
 
+  def _record_model_config(self):
+    """Writes the task's model config as `model.json` beside the checkpoints
+    (what `soundlm.models.load` reads); a work dir that already records
+    another config is refused before anything in it changes."""
+    config = getattr(self.task, "model_config", None)
+    if config is None or jax.process_index() != 0:
+      return
+    try:
+      family, recorded = configs.read(self.workdir)
+    except FileNotFoundError:
+      configs.write(self.workdir, config)
+      return
+    if family != type(config).FAMILY or recorded != configs.to_dict(config):
+      raise ValueError(f"{self.workdir} records another model in {configs.MODEL_FILE} "
+                       f"({family}: {recorded}) than this run trains "
+                       f"({type(config).FAMILY}: {configs.to_dict(config)}); "
+                       "use a new work dir")
+
   def run(self) -> dict[str, float]:
     """Trains to `num_steps`, resuming from the latest checkpoint; returns the
     last logged metrics. A SIGTERM saves and returns early."""
+    self._record_model_config()
     first_batch = partitioning.global_batch(next(self.data), self.mesh)
     abstract = self.abstract_state(first_batch)
     shardings = jax.tree_util.tree_map(lambda x: x.sharding, abstract)

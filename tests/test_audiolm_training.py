@@ -1,6 +1,6 @@
 """Each AudioLM stage, trained through the shared trainer from its tiny gin
 run file, approaches the entropy of the known Markov process of its targets;
-the trained stages load back with `AudioLM.from_checkpoints`."""
+the trained stages load back with `AudioLM.load`."""
 import json
 
 import gin
@@ -59,7 +59,7 @@ def test_stage_approaches_the_entropy_of_its_targets(stage, trained):
 
 
 def test_trained_stages_load_and_generate(trained, clean_gin):
-  lm = AudioLM.from_checkpoints({stage: str(trained[stage][0]) for stage in layouts.STAGES})
+  lm = AudioLM.load({stage: str(trained[stage][0]) for stage in layouts.STAGES})
   for stage in layouts.STAGES:
     restored = lm.stages[stage][1]
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored, trained[stage][3])

@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from soundlm.codec import config as config_lib
+from soundlm import models
 from soundlm.codec.api import Codec
+from soundlm.codec.model import SoundStream, SoundStreamConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def speech_like():
 @pytest.mark.parametrize("config,rate,hop", [
     ("paper_16khz", 16000, 320), ("paper_24khz", 24000, 480), ("tiny", 16000, 320)])
 def test_frame_rate_arithmetic(config, rate, hop):
-  model = config_lib.build_model([config_lib.config_path(config)])
+  model = SoundStream(models.config_from_gin(SoundStreamConfig, "codec", config))
   assert (model.sample_rate, model.hop_length, model.frame_rate) == (rate, hop, 50.0)
   wav = jax.ShapeDtypeStruct((2, rate), jnp.float32)  # one second
   variables = jax.eval_shape(model.init, jax.random.key(0), wav)
@@ -34,7 +35,7 @@ def test_frame_rate_arithmetic(config, rate, hop):
   out = jax.eval_shape(lambda v, c: model.apply(v, c, method="decode"), variables, codes)
   assert out.shape == (2, rate)
   if config.startswith("paper"):
-    assert (model.num_levels, model.codebook_size, model.channels) == (12, 1024, 32)
+    assert (model.num_levels, model.codebook_size, model.config.channels) == (12, 1024, 32)
 
 
 def test_every_level_count_has_the_right_shapes(codec):
@@ -150,5 +151,5 @@ def test_bad_codes(codec):
 
 
 def test_unknown_config():
-  with pytest.raises(ValueError, match="config must be one of"):
+  with pytest.raises(ValueError, match=r"not a named size \(paper_16khz, paper_24khz, tiny\)"):
     Codec.random("huge")

@@ -72,15 +72,19 @@ def test_global_batch_splits_over_batch_axes():
   np.testing.assert_array_equal(np.asarray(batch["x"]), np.arange(16).reshape(8, 2))
 
 
-def test_place_batch_splits_a_divisible_batch_and_replicates_another():
-  mesh = partitioning.make_mesh(2, 2, 2)
+def test_partitioner_splits_batches_padding_the_ones_that_do_not_divide():
+  partitioner = partitioning.Partitioner.of(partitioning.make_mesh(2, 2, 2))
   x = np.arange(24).reshape(8, 3)
-  split = partitioning.place_batch(x, mesh)
-  assert split.sharding.spec == P(partitioning.BATCH_AXES, None)
-  assert split.addressable_shards[0].data.shape == (2, 3)
-  odd = partitioning.place_batch(x[:3], mesh)
-  assert odd.sharding.is_fully_replicated and odd.addressable_shards[0].data.shape == (3, 3)
-  alone = partitioning.place_batch(x, None)
-  assert len(alone.devices()) == 1
-  for placed, expected in ((split, x), (odd, x[:3]), (alone, x)):
-    np.testing.assert_array_equal(np.asarray(placed), expected)
+  split, valid = partitioner.place_batch({"x": x, "y": x[:, 0]})
+  assert split["x"].sharding.spec == P(partitioning.BATCH_AXES, None)
+  assert split["x"].addressable_shards[0].data.shape == (2, 3) and valid.all()
+  odd, valid = partitioner.place_batch(x[:3])
+  assert odd.shape == (4, 3) and valid.tolist() == [True, True, True, False]
+  np.testing.assert_array_equal(np.asarray(odd)[3], x[2])  # padded with the last row
+  alone, valid = partitioning.Partitioner().place_batch(x[:3])
+  assert len(alone.devices()) == 1 and valid.all()
+  for placed, mask, expected in ((split["x"], slice(None), x), (odd, slice(0, 3), x[:3]),
+                                 (alone, slice(None), x[:3])):
+    np.testing.assert_array_equal(np.asarray(placed)[mask], expected)
+  with pytest.raises(ValueError, match="disagree on their leading dimension"):
+    partitioner.place_batch({"x": x, "y": x[:3]})

@@ -65,9 +65,10 @@ def test_mismatched_kmeans_and_layers_raise(tokenizer):
   wrong_dim = KMeans(np.zeros((4, 8), np.float32), np.zeros(8, np.float32),
                      np.ones(8, np.float32), 2)
   with pytest.raises(ValueError, match="dimension 8 .* width 32"):
-    SemanticTokenizer(tokenizer.config, tokenizer.params, wrong_dim, 2)
+    SemanticTokenizer(tokenizer.embedder, wrong_dim)
   with pytest.raises(ValueError, match="fitted on layer 2"):
-    SemanticTokenizer(tokenizer.config, tokenizer.params, tokenizer.kmeans, 1)
+    SemanticTokenizer(SemanticEmbedder(tokenizer.config, tokenizer.params, 1),
+                      tokenizer.kmeans)
   with pytest.raises(ValueError, match=r"layer: expected a hidden-state index in 0..2"):
     SemanticEmbedder(tokenizer.config, tokenizer.params, 3)
 

@@ -7,7 +7,7 @@ import pytest
 from soundlm import partitioning
 from soundlm.soundstorm import decoding
 from soundlm.soundstorm.api import SoundStorm
-from soundlm.soundstorm.model import SoundStormModel
+from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
 
 Q, K, S = 3, 16, 16
 BATCH, FRAMES, PROMPT = 2, 24, 5
@@ -55,7 +55,7 @@ def generated(storm, inputs):
 
 def test_runs_exactly_sum_of_schedule_forward_passes(storm, inputs):
   semantic, prompt = inputs
-  model = CountingModel(**MODEL_ARGS)
+  model = CountingModel(SoundStormConfig(**MODEL_ARGS))
   CALLS.clear()
   result = decoding.decode(model, storm.variables, semantic, prompt, jax.random.key(0),
                            schedule=(5, 2, 1), num_frames=FRAMES)
@@ -128,7 +128,7 @@ def test_semantic_ids_out_of_range_are_refused(storm):
 def test_sharded_decode_equals_single_device(storm, generated, inputs, data, tensor):
   semantic, prompt = inputs
   mesh = partitioning.make_mesh(data=data, fsdp=1, tensor=tensor)
-  sharded = SoundStorm(storm.model, storm.variables, mesh=mesh, rules=TENSOR_RULES)
+  sharded = storm.placed(mesh, TENSOR_RULES)
   if tensor > 1:
     spec = sharded.variables["params"]["head_kernel"].sharding.spec
     assert tuple(spec) == (None, None, "tensor")

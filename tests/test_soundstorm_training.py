@@ -9,7 +9,7 @@ import pytest
 
 from soundlm import train
 from soundlm.soundstorm.api import SoundStorm
-from soundlm.soundstorm.model import SoundStormModel
+from soundlm.soundstorm.model import SoundStormConfig
 from soundlm.soundstorm.synthetic import KnownProcessCodes
 from soundlm.soundstorm.task import SoundStormTask
 
@@ -39,7 +39,7 @@ def test_per_level_accuracy_well_above_chance(workdir):
 
 
 def test_restored_model_generates_codes_that_follow_the_process(workdir):
-  storm = SoundStorm.from_checkpoint(workdir)
+  storm = SoundStorm.load(workdir)
   gin.clear_config()
   assert storm.model.num_levels == LEVELS and storm.model.embed_dim == 32
   process = KnownProcessCodes(batch_size=8, num_frames=32, num_levels=LEVELS,
@@ -56,9 +56,9 @@ def test_restored_model_generates_codes_that_follow_the_process(workdir):
 
 
 def test_padded_frames_do_not_affect_the_loss():
-  model = SoundStormModel(semantic_vocab=SEMANTIC, codebook_size=CODES, num_levels=LEVELS,
-                          num_layers=1, embed_dim=16, num_heads=2, head_dim=8, mlp_dim=32)
-  task = SoundStormTask(model)
+  config = SoundStormConfig(semantic_vocab=SEMANTIC, codebook_size=CODES, num_levels=LEVELS,
+                            num_layers=1, embed_dim=16, num_heads=2, head_dim=8, mlp_dim=32)
+  task = SoundStormTask(config)
   batch = KnownProcessCodes(batch_size=4, num_frames=16, num_levels=LEVELS,
                             codebook_size=CODES, semantic_vocab=SEMANTIC).batch_for(0)
   batch["padding_mask"] = np.arange(16)[None, :] < np.array([[16], [10], [6], [2]])

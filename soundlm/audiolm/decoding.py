@@ -78,21 +78,21 @@ def sample_token(logits, rng, low, high, config: SamplingConfig):
 class Decoder:
   """Generates target tokens of one stage from a prompt of model-sequence ids."""
 
-  def __init__(self, model: DecoderLM, layout: Layout, mesh=None, rules=None):
+  def __init__(self, model: DecoderLM, layout: Layout,
+               partitioner: partitioning.Partitioner | None = None):
     if model.vocab_size < layout.vocab_size:
       raise ValueError(f"model vocab_size {model.vocab_size} is smaller than the "
                        f"{layout.stage} layout's {layout.vocab_size} ids")
     self.model, self.layout = model, layout
-    self.mesh = mesh
-    self.rules = rules if rules is not None or mesh is None else (
-        partitioning.logical_axis_rules())
+    self.partitioner = partitioner or partitioning.Partitioner()
+    self.mesh = self.partitioner.mesh
 
   @functools.cached_property
   def param_shardings(self):
-    """NamedShardings of the (unboxed) params under the mesh's rules."""
+    """Shardings of the (unboxed) params: by the partitioner's rules."""
     abstract = jax.eval_shape(self.model.init, jax.random.key(0),
                               jnp.zeros((1, 1), jnp.int32))
-    return partitioning.logical_to_shardings(abstract, self.mesh, self.rules)["params"]
+    return self.partitioner.shardings(abstract)["params"]
 
   def init_cache(self, params, batch_size: int, length: int):
     """An empty KV cache for `length` tokens (position 0).
@@ -158,16 +158,11 @@ class Decoder:
       raise ValueError(f"prompt must be [batch, length>=1], got shape {prompt.shape}")
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if self.mesh is None:
-      return self._jitted(params, prompt, rng, jnp.int32(target_offset), num_steps, config)
-    shards = partitioning.num_batch_shards(self.mesh)
-    if prompt.shape[0] % shards:
-      raise ValueError(f"batch size {prompt.shape[0]} is not divisible by the mesh's "
-                       f"{shards} batch shards")
-    with partitioning.activate(self.mesh, self.rules):
-      prompt = jax.device_put(prompt, partitioning.batch_sharding(self.mesh, 2))
+    prompt, valid = self.partitioner.place_batch(prompt)
+    with self.partitioner.activate():
       params = jax.device_put(params, self.param_shardings)
-      return self._jitted(params, prompt, rng, jnp.int32(target_offset), num_steps, config)
+      return self._jitted(params, prompt, rng, jnp.int32(target_offset), num_steps,
+                          config)[valid]
 
   @functools.cached_property
   def _jitted(self):

@@ -7,12 +7,13 @@ float32 logits. With `decode=True` the blocks keep a KV cache in the flax
 token at a time reproduces the full forward pass.
 """
 import dataclasses
-from typing import Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import gin
 import jax.numpy as jnp
 
+from soundlm.audiolm.layouts import Layout
 from soundlm.layers import initializers
 from soundlm.layers.norm import layer_norm
 from soundlm.layers.position import RelativePositionBias
@@ -42,6 +43,14 @@ class ModelConfig:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+  """One trained AudioLM stage: its Transformer and its token layout."""
+  FAMILY: ClassVar[str] = "audiolm"
+  model: ModelConfig
+  layout: Layout
 
 
 class DecoderLM(nn.Module):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from soundlm import trainer
 from soundlm.audiolm.decoding import mask_invalid
 from soundlm.audiolm.layouts import Layout
-from soundlm.audiolm.model import DecoderLM, ModelConfig
+from soundlm.audiolm.model import DecoderLM, ModelConfig, StageConfig
 
 
 def target_cross_entropy(logits, targets, layout: Layout):
@@ -40,6 +40,7 @@ class AudioLMTask:
   def __init__(self, layout: Layout = gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
                optimizer=gin.REQUIRED):
     self.layout, self.optimizer = layout, optimizer
+    self.model_config = StageConfig(model, layout)  # what soundlm.train records
     self.model = DecoderLM(model, layout.padded_vocab_size)
 
   def _tokens(self, batch):

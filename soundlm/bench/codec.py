@@ -19,6 +19,7 @@ the tables into FILE's marked block and `--from_json` re-renders a saved
 report (see `launch/bench.sh`).
 """
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 
 from soundlm.bench import common
 from soundlm.codec.api import Codec
+from soundlm.codec.model import SoundStream
 
 SIZES = {"tiny": dict(config="tiny", seconds=1.0),
          "paper": dict(config="paper_24khz", seconds=10.0)}
@@ -37,8 +39,8 @@ def build(size: str, dtype: str, seed: int) -> Codec:
   """The named codec with its model computing in `dtype` and its weights cast
   to it once (codebooks included: decoding looks them up in that dtype)."""
   codec = Codec.random(SIZES[size]["config"], seed=seed)
-  return Codec(codec.model.clone(dtype=jnp.dtype(dtype)),
-               common.cast_floating(codec.variables, dtype))
+  config = dataclasses.replace(codec.model.config, dtype=dtype)
+  return Codec(SoundStream(config), common.cast_floating(codec.variables, dtype))
 
 
 def speech_like(codec: Codec, batch: int, num_samples: int, seed: int) -> jax.Array:

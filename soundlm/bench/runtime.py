@@ -39,6 +39,7 @@ from soundlm.audiolm.decoding import Decoder, SamplingConfig
 from soundlm.audiolm.model import DecoderLM
 from soundlm.bench import common
 from soundlm.codec.api import Codec
+from soundlm.codec.model import SoundStream
 from soundlm.soundstorm import decoding as storm_decoding
 from soundlm.soundstorm import schedule as schedule_lib
 from soundlm.soundstorm.api import SoundStorm
@@ -93,7 +94,7 @@ class Setup:
 # --- SoundStream -----------------------------------------------------------------
 
 def codec_case(codec: Codec, setup: Setup, seconds: float) -> dict:
-  model = codec.model.clone(dtype=jnp.dtype(setup.dtype))
+  model = SoundStream(dataclasses.replace(codec.model.config, dtype=setup.dtype))
   variables = setup.weights(codec.variables)
   rng = np.random.default_rng(setup.seed)
   codes = jnp.asarray(rng.integers(0, model.codebook_size,

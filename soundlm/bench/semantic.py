@@ -18,7 +18,6 @@ are cut to a multiple of 0.5 s before tokenizing so that few shapes compile.
 import argparse
 import itertools
 import logging
-import os
 import time
 
 import jax
@@ -70,9 +69,6 @@ def pretrain(size: str, workdir: str, steps: int, seed: int) -> dict:
   """Pre-trains (or resumes) w2v-BERT of `size` in `workdir`; returns its last metrics."""
   settings = SIZES[size]
   config_file = read_config(size)
-  os.makedirs(workdir, exist_ok=True)
-  with open(f"{workdir}/config.gin", "w") as f:  # what SemanticEmbedder.from_checkpoints reads
-    f.write(f"include 'gin/semantic/{size}.gin'\n")
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
       optax.warmup_cosine_decay_schedule(0.0, settings["learning_rate"], steps // 10 + 1,
                                          steps, settings["learning_rate"] / 10)))
@@ -130,14 +126,14 @@ def main(argv=None):
     steps = args.steps or SIZES[args.size]["steps"]
     train_metrics = pretrain(args.size, workdir, steps, args.seed)
     layer = tokens_config.layer if args.layer is None else args.layer
-    embedder = SemanticEmbedder.from_checkpoints(workdir, layer)
+    embedder = SemanticEmbedder.load(workdir, layer)
     model = f"soundlm w2v-BERT {args.size}, {steps} pre-training steps ({workdir})"
   train_clips = corpus.load_builtin("train", "speech")
   embeddings, _ = collect_embeddings(embedder, [c.waveform for c in train_clips], 2.0)
   kmeans, inertia = fit_kmeans(embeddings, num_clusters, num_iters=args.kmeans_iters,
                                seed=args.seed, layer=embedder.layer,
                                model=embedder.fingerprint())
-  tokenizer = SemanticTokenizer.of(embedder, kmeans)
+  tokenizer = SemanticTokenizer(embedder, kmeans)
   clips = train_clips + corpus.load_builtin("validation", "speech")
   tokens = tokenize_clips(tokenizer, clips)
   result = pair_overlaps(clips, tokens)

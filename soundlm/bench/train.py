@@ -36,12 +36,13 @@ from typing import Callable
 import jax
 import numpy as np
 
+from soundlm import models
 from soundlm import partitioning
 from soundlm import trainer as trainer_lib
 from soundlm.audiolm.synthetic import MarkovStageData
 from soundlm.audiolm.tasks import AudioLMTask
 from soundlm.bench import common
-from soundlm.soundstorm.api import model_from_gin
+from soundlm.soundstorm.model import SoundStormConfig
 from soundlm.soundstorm.synthetic import KnownProcessCodes
 from soundlm.soundstorm.task import SoundStormTask
 
@@ -73,8 +74,9 @@ class Case:
 def soundstorm_case(config: str, dtype: str, attention: str, seconds: float,
                     padding_mask: bool) -> Case:
   def make(implementation):
-    model = model_from_gin(config, dtype=dtype, attention_implementation=implementation)
-    return SoundStormTask(model=model, optimizer=trainer_lib.make_optimizer())
+    model = models.config_from_gin(SoundStormConfig, "soundstorm", config, dtype=dtype,
+                                   attention_implementation=implementation)
+    return SoundStormTask(model, optimizer=trainer_lib.make_optimizer())
   task = make(attention)
   model = task.model
   num_frames = round(seconds * ACOUSTIC_RATE)

@@ -1,6 +1,6 @@
 """The codec as other code uses it: waveforms to acoustic tokens and back.
 
-    codec = Codec.random('tiny')              # or Codec.from_checkpoint(workdir)
+    codec = Codec.random('tiny')              # or Codec.load(workdir)
     codes = codec.encode(wav)                 # float32 [B, N] -> int32 [B, T, Q]
     wav = codec.decode(codes)                 # int32 [B, T, Q'] -> float32 [B, T * hop]
 
@@ -11,39 +11,35 @@ batched; a new input shape compiles once. `encoder_stream()` and
 sums, equal to float round-off).
 """
 import functools
-import os
 from typing import Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from soundlm.codec import config as config_lib
-from soundlm.codec.model import SoundStream
+from soundlm import models
+from soundlm import partitioning
+from soundlm.codec.model import SoundStream, SoundStreamConfig
 from soundlm.layers.conv import zero_stream_state
 from soundlm.layers.rvq import COLLECTION
 
-
-@functools.lru_cache(maxsize=None)
-def _jitted_init(model: SoundStream):
-  """One compiled initialiser per model configuration.
-
-  Initialisation runs once, so it is compiled without backend optimisation:
-  on CPU that cuts its compile time several-fold.
-  """
-  return jax.jit(lambda rng: nn.meta.unbox(
-      model.init(rng, jnp.zeros((1, model.hop_length), jnp.float32))),
-                 compiler_options={"xla_backend_optimization_level": 0})
+# Every codec variable replicated; batches split over the data axes.
+_REPLICATED = partitioning.DATA_PARALLEL_RULES
 
 
 class Codec:
-  """A SoundStream model with its variables ('params' and the 'quantizer' codebooks)."""
+  """A SoundStream model with its variables ('params' and the 'quantizer' codebooks).
 
-  def __init__(self, model: SoundStream, variables: dict):
+  The codec is small: its variables are replicated over the partitioner's mesh
+  and every batch is split over the mesh's data axes.
+  """
+
+  def __init__(self, model: SoundStream, variables: dict,
+               partitioner: partitioning.Partitioner | None = None):
     self.model = model
-    self.variables = {"params": variables["params"], COLLECTION: variables[COLLECTION]}
+    self.partitioner = partitioner or partitioning.Partitioner()
+    self.variables = self.partitioner.replicate(
+        {"params": variables["params"], COLLECTION: variables[COLLECTION]})
     self._encode = jax.jit(self._encode_fn, static_argnums=2)
     self._decode = jax.jit(
         lambda variables, codes: model.apply(variables, codes, method="decode"))
@@ -51,47 +47,23 @@ class Codec:
   # --- construction ---------------------------------------------------------
 
   @classmethod
-  def random(cls, config: str = "tiny", seed: int = 0) -> "Codec":
-    """Randomly initialised weights for a named size or a gin file."""
-    model = config_lib.build_model([config_lib.config_path(config)])
-    return cls(model, _jitted_init(model)(jax.random.key(seed)))
+  def of(cls, model: models.Model) -> "Codec":
+    return cls(model.module, model.variables, model.partitioner)
 
   @classmethod
-  def from_checkpoint(cls, workdir: str, step: Optional[int] = None) -> "Codec":
-    """The generator of a codec training run: `workdir/config.gin` and the latest
-    (or given) checkpoint under `workdir/checkpoints`."""
-    config_file = os.path.join(workdir, "config.gin")
-    if not os.path.isfile(config_file):
-      raise FileNotFoundError(f"{config_file} does not exist: not a training work dir")
-    from soundlm import registry  # the run's config names every training configurable
-    registry.import_all()
-    model = config_lib.build_model([config_file], skip_unknown=True)
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(
-        directory) else []
-    if not steps:
-      raise FileNotFoundError(f"no checkpoints in {directory}")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-      raise FileNotFoundError(f"no checkpoint of step {step} in {directory} (have {steps})")
-    abstract = jax.eval_shape(_jitted_init(model), jax.random.key(0))
-    target = {"params": {"generator": abstract["params"]},
-              "collections": {COLLECTION: abstract[COLLECTION]}}
-    target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), target)
-    restored = ocp.PyTreeCheckpointer().restore(
-        os.path.join(directory, str(step), "state"),
-        args=ocp.args.PyTreeRestore(
-            item=target, partial_restore=True,
-            restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                      target)))
-    return cls(model, {"params": restored["params"]["generator"],
-                       COLLECTION: restored["collections"][COLLECTION]})
+  def random(cls, config: str | SoundStreamConfig = "tiny", seed: int = 0, *,
+             mesh=None) -> "Codec":
+    """Randomly initialised weights for a named size ('tiny', 'paper_16khz',
+    'paper_24khz'), a gin file or a config."""
+    if not isinstance(config, SoundStreamConfig):
+      config = models.config_from_gin(SoundStreamConfig, "codec", config)
+    return cls.of(models.random(config, seed, mesh=mesh, rules=_REPLICATED))
 
-  def replicate_over(self, mesh: jax.sharding.Mesh) -> None:
-    """Copies the variables to every device of `mesh`, so that batches split
-    over it are encoded and decoded data-parallel."""
-    self.variables = jax.device_put(
-        self.variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  @classmethod
+  def load(cls, workdir: str, step: Optional[int] = None, *, mesh=None) -> "Codec":
+    """The generator of a codec training run (latest or given checkpoint)."""
+    return cls.of(models.load(workdir, step, family="soundstream", mesh=mesh,
+                              rules=_REPLICATED))
 
   # --- description ----------------------------------------------------------
 
@@ -177,11 +149,13 @@ class Codec:
              sample_rate: Optional[int] = None) -> jax.Array:
     """float32 [B, N] -> int32 [B, ceil(N / hop_length), num_levels or Q]."""
     num_levels = self._check_levels(num_levels)
-    return self._encode(self.variables, self.check_waveform(wav, sample_rate), num_levels)
+    wav, valid = self.partitioner.place_batch(self.check_waveform(wav, sample_rate))
+    return self._encode(self.variables, wav, num_levels)[valid]
 
   def decode(self, codes) -> jax.Array:
     """int32 [B, T, Q'] (Q' <= Q) -> float32 [B, T * hop_length]."""
-    return self._decode(self.variables, self.check_codes(codes))
+    codes, valid = self.partitioner.place_batch(self.check_codes(codes))
+    return self._decode(self.variables, codes)[valid]
 
   # --- streaming --------------------------------------------------------------
 

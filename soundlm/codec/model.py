@@ -7,8 +7,9 @@ sees samples up to the end of frame t, decoded sample j only codes up to the
 frame containing j, and both can run chunk by chunk (`stream=True`, see
 `soundlm.layers.conv`).
 """
+import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import flax.linen as nn
 import gin
@@ -88,17 +89,19 @@ class Decoder(nn.Module):
 
 
 @gin.configurable
-class SoundStream(nn.Module):
-  """Waveform [B, N] <-> codes [B, N / hop_length, Q]; N a whole number of frames.
+@dataclasses.dataclass(frozen=True)
+class SoundStreamConfig:
+  """Hyperparameters of one SoundStream.
 
   Defaults are the paper's 16 kHz codec (C=32, strides 2, 4, 5, 8: 50 Hz frames,
   Q=12 levels of 1024 codes). `embedding_dim` D is not given in the paper.
   """
+  FAMILY: ClassVar[str] = "soundstream"
   sample_rate: int = 16_000
   channels: int = 32
   embedding_dim: int = 256
-  strides: Sequence[int] = (2, 4, 5, 8)
-  dilations: Sequence[int] = (1, 3, 9)
+  strides: tuple[int, ...] = (2, 4, 5, 8)
+  dilations: tuple[int, ...] = (1, 3, 9)
   kernel_size: int = 7
   num_levels: int = 12
   codebook_size: int = 1024
@@ -107,8 +110,19 @@ class SoundStream(nn.Module):
   dead_code_threshold: float = 0.03
   quantizer_dropout_rate: float = 1.0
   commitment_weight: float = 1.0
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    # Gin binds lists as lists: keep the config hashable (it keys jit caches).
+    object.__setattr__(self, "strides", tuple(self.strides))
+    object.__setattr__(self, "dilations", tuple(self.dilations))
+    for name in ("sample_rate", "channels", "embedding_dim", "kernel_size", "num_levels",
+                 "codebook_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"SoundStreamConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if not self.strides or min(self.strides) < 1:
+      raise ValueError(f"SoundStreamConfig.strides must be positive, got {self.strides}")
 
   @property
   def hop_length(self) -> int:
@@ -118,18 +132,42 @@ class SoundStream(nn.Module):
   def frame_rate(self) -> float:
     return self.sample_rate / self.hop_length
 
+
+class SoundStream(nn.Module):
+  """Waveform [B, N] <-> codes [B, N / hop_length, Q]; N a whole number of frames."""
+  config: SoundStreamConfig = SoundStreamConfig()
+
+  @property
+  def sample_rate(self) -> int:
+    return self.config.sample_rate
+
+  @property
+  def num_levels(self) -> int:
+    return self.config.num_levels
+
+  @property
+  def codebook_size(self) -> int:
+    return self.config.codebook_size
+
+  @property
+  def hop_length(self) -> int:
+    return self.config.hop_length
+
+  @property
+  def frame_rate(self) -> float:
+    return self.config.frame_rate
+
   def setup(self):
-    kw = dict(dilations=tuple(self.dilations), kernel_size=self.kernel_size,
-              dtype=self.dtype, param_dtype=self.param_dtype)
-    self.encoder = Encoder(self.channels, self.embedding_dim, tuple(self.strides), **kw)
-    self.decoder = Decoder(self.channels, tuple(self.strides), **kw)
+    c = self.config
+    kw = dict(dilations=c.dilations, kernel_size=c.kernel_size,
+              dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+    self.encoder = Encoder(c.channels, c.embedding_dim, c.strides, **kw)
+    self.decoder = Decoder(c.channels, c.strides, **kw)
     self.quantizer = ResidualVectorQuantizer(
-        num_levels=self.num_levels, codebook_size=self.codebook_size,
-        dim=self.embedding_dim, decay=self.ema_decay,
-        kmeans_iterations=self.kmeans_iterations,
-        dead_code_threshold=self.dead_code_threshold,
-        dropout_rate=self.quantizer_dropout_rate,
-        commitment_weight=self.commitment_weight)
+        num_levels=c.num_levels, codebook_size=c.codebook_size, dim=c.embedding_dim,
+        decay=c.ema_decay, kmeans_iterations=c.kmeans_iterations,
+        dead_code_threshold=c.dead_code_threshold, dropout_rate=c.quantizer_dropout_rate,
+        commitment_weight=c.commitment_weight)
 
   def embed(self, wav, *, stream: bool = False):
     """[B, N] -> encoder output [B, N / hop_length, D] (float32)."""

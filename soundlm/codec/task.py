@@ -18,7 +18,7 @@ import optax
 from soundlm import trainer
 from soundlm.codec import losses
 from soundlm.codec.discriminators import SoundStreamDiscriminator
-from soundlm.codec.model import SoundStream
+from soundlm.codec.model import SoundStream, SoundStreamConfig
 from soundlm.layers.rvq import COLLECTION
 
 
@@ -26,7 +26,7 @@ from soundlm.layers.rvq import COLLECTION
 class CodecTask:
   """Adversarial SoundStream training; weights default to the paper's (1, 100, 1)."""
 
-  def __init__(self, model: SoundStream = gin.REQUIRED,
+  def __init__(self, config: SoundStreamConfig = gin.REQUIRED,
                discriminator: SoundStreamDiscriminator = gin.REQUIRED,
                generator_optimizer: optax.GradientTransformation = gin.REQUIRED,
                discriminator_optimizer: optax.GradientTransformation = gin.REQUIRED,
@@ -37,7 +37,8 @@ class CodecTask:
     if discriminator_start_step < 0:
       raise ValueError(
           f"discriminator_start_step must be >= 0, got {discriminator_start_step}")
-    self.model, self.discriminator = model, discriminator
+    self.model_config = config  # what soundlm.train records in model.json
+    self.model, self.discriminator = SoundStream(config), discriminator
     self.generator_optimizer = generator_optimizer
     self.discriminator_optimizer = discriminator_optimizer
     self.discriminator_start_step = discriminator_start_step

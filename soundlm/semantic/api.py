@@ -17,12 +17,13 @@ import os
 import pathlib
 import warnings
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from soundlm.io import audio
+from soundlm import models
+from soundlm import partitioning
 from soundlm.semantic import features as features_lib
 from soundlm.semantic.config import W2vBertConfig, read_config, read_token_config
 from soundlm.semantic.encoder import W2vBertEncoder, input_features
@@ -35,11 +36,15 @@ class SemanticEmbedder:
   i = output of Conformer block i) whose 25 Hz embeddings are clustered."""
 
   def __init__(self, config: W2vBertConfig, encoder_params, layer: int,
-               source: str | None = None, step: int | None = None):
+               source: str | None = None, step: int | None = None,
+               partitioner: partitioning.Partitioner | None = None):
     if not 0 <= layer <= config.num_layers:
       raise ValueError(f"layer: expected a hidden-state index in 0..{config.num_layers}, "
                        f"got {layer}")
-    self.config, self.params, self.layer = config, encoder_params, layer
+    # The encoder is replicated over the mesh; batches are split over its data axes.
+    self.partitioner = partitioner or partitioning.Partitioner()
+    self.config, self.layer = config, layer
+    self.params = self.partitioner.replicate(encoder_params)
     self.source, self.step = source, step  # where the parameters came from, for fingerprints
     self._encoder = W2vBertEncoder(config)
     self._embed = jax.jit(self.embed_fn)
@@ -56,7 +61,8 @@ class SemanticEmbedder:
   def embed(self, wav, sample_rate: int | None = None) -> jax.Array:
     """float32 [B, N] waveform -> float32 [B, N // 640, width] embeddings of `layer`."""
     features_lib.check_waveform(wav, sample_rate)
-    return self._embed(self.params, jnp.asarray(wav, jnp.float32))
+    wav, valid = self.partitioner.place_batch(jnp.asarray(wav, jnp.float32))
+    return self._embed(self.params, wav)[valid]
 
   def fingerprint(self) -> dict:
     """What k-means files record of the model they were fitted on: the source
@@ -66,30 +72,32 @@ class SemanticEmbedder:
             "params": params_digest(self.params, self.layer)}
 
   @classmethod
-  def random(cls, config: str = "tiny", seed: int = 0, layer: int | None = None):
+  def of(cls, model: models.Model, layer: int) -> "SemanticEmbedder":
+    """The embedder of a w2v-BERT encoder built by `soundlm.models`."""
+    return cls(model.config, model.variables["params"], layer, model.source, model.step,
+               model.partitioner)
+
+  @classmethod
+  def random(cls, config: str = "tiny", seed: int = 0, layer: int | None = None, *,
+             mesh=None):
     """Randomly initialised encoder of a named size or gin file."""
-    model_config = read_config(config)
-    encoder = W2vBertEncoder(model_config)
-    dummy = input_features(jnp.zeros((1, 640)), model_config)
-    params = nn.meta.unbox(jax.jit(encoder.init)(jax.random.key(seed), dummy))["params"]
-    return cls(model_config, params,
-               read_token_config(config).layer if layer is None else layer,
-               source=f"random:{config}:seed={seed}")
+    model = models.random(read_config(config), seed, mesh=mesh, rules=_REPLICATED)
+    embedder = cls.of(model, read_token_config(config).layer if layer is None else layer)
+    embedder.source = f"random:{config}:seed={seed}"
+    return embedder
 
   @classmethod
-  def from_checkpoints(cls, w2v_bert_workdir, layer: int, step: int | None = None):
-    """From a pre-training run's work dir: its config.gin and latest (or `step`)
-    checkpoint."""
-    workdir = pathlib.Path(os.fspath(w2v_bert_workdir)).absolute()
-    config = read_config(run_config(workdir))
-    params, step = _restore_encoder(workdir / "checkpoints", step)
-    return cls(config, params, layer, source=str(workdir), step=step)
+  def load(cls, w2v_bert_workdir, layer: int, step: int | None = None, *, mesh=None):
+    """From a pre-training run's work dir: latest (or `step`) checkpoint."""
+    return cls.of(models.load(str(w2v_bert_workdir), step, family="w2v_bert", mesh=mesh,
+                              rules=_REPLICATED), layer)
 
   @classmethod
-  def from_hf(cls, hf_dir, layer: int):
+  def from_hf(cls, hf_dir, layer: int, *, mesh=None):
     """From a local Hugging Face w2v-BERT 2.0 folder (config.json, model.safetensors)."""
     config, params = load_hf_w2v_bert(hf_dir)
-    return cls(config, params, layer, source=f"hf:{os.path.abspath(os.fspath(hf_dir))}")
+    return cls(config, params, layer, source=f"hf:{os.path.abspath(os.fspath(hf_dir))}",
+               partitioner=partitioning.Partitioner.of(mesh, _REPLICATED))
 
 
 class SemanticTokenizer:
@@ -97,19 +105,22 @@ class SemanticTokenizer:
   sample_rate = features_lib.SAMPLE_RATE
   frame_rate = 25
 
-  def __init__(self, config: W2vBertConfig, encoder_params, kmeans: KMeans, layer: int,
-               source: str | None = None, step: int | None = None):
-    self.embedder = SemanticEmbedder(config, encoder_params, layer, source, step)
+  def __init__(self, embedder: SemanticEmbedder, kmeans: KMeans):
+    config, layer = embedder.config, embedder.layer
     if kmeans.dim != config.width:
       raise ValueError(f"k-means centroids have dimension {kmeans.dim} but layer {layer} of "
                        f"this w2v-BERT model has width {config.width}")
     if kmeans.layer is not None and kmeans.layer != layer:
       raise ValueError(f"the k-means centroids were fitted on layer {kmeans.layer}, not on "
                        f"the requested layer {layer}")
-    _check_fitted_on(kmeans, self.embedder)
-    self.config, self.layer, self.kmeans = config, layer, kmeans
-    self.params = encoder_params
+    _check_fitted_on(kmeans, embedder)
+    self.embedder, self.kmeans = embedder, kmeans
+    self.config, self.layer = config, layer
     self._tokenize = jax.jit(self.tokenize_fn)
+
+  @property
+  def params(self):
+    return self.embedder.params
 
   @property
   def vocab_size(self) -> int:
@@ -118,47 +129,35 @@ class SemanticTokenizer:
   # --- construction ------------------------------------------------------
 
   @classmethod
-  def of(cls, embedder: SemanticEmbedder, kmeans: KMeans) -> "SemanticTokenizer":
-    """The tokenizer of `embedder`'s layer with these centroids."""
-    return cls(embedder.config, embedder.params, kmeans, embedder.layer, embedder.source,
-               embedder.step)
-
-  @classmethod
-  def random(cls, config: str = "tiny", seed: int = 0) -> "SemanticTokenizer":
+  def random(cls, config: str = "tiny", seed: int = 0, *, mesh=None) -> "SemanticTokenizer":
     """Randomly initialised w2v-BERT of a named size or gin file, with random
     centroids (standard normal in the normalised space, normalisation taken
     from the embeddings of a fixed test signal)."""
-    embedder = SemanticEmbedder.random(config, seed)
+    embedder = SemanticEmbedder.random(config, seed, mesh=mesh)
     width = embedder.config.width
     flat = np.asarray(embedder.embed(_test_signal())).reshape(-1, width)
     centroids = np.random.default_rng(seed).standard_normal(
         (read_token_config(config).num_clusters, width))
     kmeans = KMeans(centroids.astype(np.float32), flat.mean(0),
                     np.maximum(flat.std(0), 1e-6), embedder.layer, embedder.fingerprint())
-    return cls.of(embedder, kmeans)
+    return cls(embedder, kmeans)
 
   @classmethod
-  def from_checkpoints(cls, w2v_bert_workdir, kmeans_path, layer: int | None = None,
-                       step: int | None = None) -> "SemanticTokenizer":
-    """From a pre-training run's work dir (its config.gin and latest, or `step`,
-    checkpoint) and a k-means file; `layer` defaults to the one k-means used."""
+  def load(cls, w2v_bert_workdir, kmeans_path, layer: int | None = None,
+           step: int | None = None, *, mesh=None) -> "SemanticTokenizer":
+    """From a pre-training run's work dir (latest, or `step`, checkpoint) and a
+    k-means file; `layer` defaults to the one k-means used."""
     kmeans = KMeans.load(kmeans_path)
-    embedder = SemanticEmbedder.from_checkpoints(w2v_bert_workdir, _layer(layer, kmeans), step)
-    return cls.of(embedder, kmeans)
+    return cls(SemanticEmbedder.load(w2v_bert_workdir, _layer(layer, kmeans), step,
+                                     mesh=mesh), kmeans)
 
   @classmethod
-  def from_hf(cls, hf_dir, kmeans_path, layer: int | None = None) -> "SemanticTokenizer":
+  def from_hf(cls, hf_dir, kmeans_path, layer: int | None = None, *,
+              mesh=None) -> "SemanticTokenizer":
     """From a local Hugging Face w2v-BERT 2.0 folder (config.json and
     model.safetensors) and a k-means file fitted on its embeddings."""
     kmeans = KMeans.load(kmeans_path)
-    embedder = SemanticEmbedder.from_hf(hf_dir, _layer(layer, kmeans))
-    return cls.of(embedder, kmeans)
-
-  def replicate_over(self, mesh: jax.sharding.Mesh) -> None:
-    """Copies the encoder to every device of `mesh`, so that batches split
-    over it are tokenized data-parallel."""
-    self.params = jax.device_put(
-        self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return cls(SemanticEmbedder.from_hf(hf_dir, _layer(layer, kmeans), mesh=mesh), kmeans)
 
   # --- use ---------------------------------------------------------------
 
@@ -173,7 +172,8 @@ class SemanticTokenizer:
     multi-channel audio, non-float samples, or clips shorter than 640 samples.
     """
     features_lib.check_waveform(wav, sample_rate)
-    return self._tokenize(self.params, jnp.asarray(wav, jnp.float32))
+    wav, valid = self.embedder.partitioner.place_batch(jnp.asarray(wav, jnp.float32))
+    return self._tokenize(self.params, wav)[valid]
 
   def tokenize_file(self, path) -> np.ndarray:
     """int32 [N // 640] tokens of a mono 16 kHz audio file (other rates and
@@ -244,6 +244,10 @@ def _layer(layer, kmeans):
   return layer
 
 
+# Every encoder parameter replicated; batches split over the data axes.
+_REPLICATED = partitioning.DATA_PARALLEL_RULES
+
+
 @functools.lru_cache(maxsize=1)
 def _test_signal() -> np.ndarray:
   """Two seconds of gliding harmonic tones and noise, [2, 32000]."""
@@ -253,22 +257,3 @@ def _test_signal() -> np.ndarray:
           for f0 in (110.0, 220.0)]
   return np.stack(rows).astype(np.float32)
 
-
-def _restore_encoder(checkpoint_dir: pathlib.Path, step: int | None):
-  """(encoder parameters, step) of the newest checkpoint, or of `step`."""
-  import orbax.checkpoint as ocp
-  if not checkpoint_dir.is_dir():
-    raise FileNotFoundError(f"{checkpoint_dir}: no checkpoints folder (expected a "
-                            "soundlm.train work dir)")
-  steps = sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit())
-  if not steps:
-    raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint steps")
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise FileNotFoundError(f"{checkpoint_dir}: no step {step} (have {steps})")
-  state = ocp.StandardCheckpointer().restore(checkpoint_dir / str(step) / "state")
-  try:
-    return jax.tree_util.tree_map(np.asarray, state["params"]["model"]["encoder"]), step
-  except KeyError as e:
-    raise ValueError(f"{checkpoint_dir}/{step}: not a w2v-BERT pre-training checkpoint "
-                     f"(no params/model/encoder)") from e

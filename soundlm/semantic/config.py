@@ -7,6 +7,7 @@ training run's saved config.gin) on its own, so a tokenizer built from one
 never disturbs the gin configuration of the program around it.
 """
 import dataclasses
+from typing import ClassVar
 import pathlib
 
 import gin
@@ -30,6 +31,7 @@ class W2vBertConfig:
     'w2v_bert_2' reproduces the Hugging Face `Wav2Vec2BertEncoderLayer`
     exactly (biases, causal depthwise convolution, Shaw relative keys).
   """
+  FAMILY: ClassVar[str] = "w2v_bert"
   frontend: str = "conv"
   num_mel_bins: int = 80
   conv_channels: int = 128

@@ -26,6 +26,7 @@ class W2vBertPretrainTask:
                contrastive_weight: float = 1.0, diversity_weight: float = 0.1,
                mlm_weight: float = 1.0, optimizer=None, dtype: str = "float32"):
     self.config = config
+    self.model_config = config  # what soundlm.train records in model.json
     self.model = W2vBertPretrainer(config, dtype=jnp.dtype(dtype))
     self.mask_prob, self.mask_length = mask_prob, mask_length
     self.num_negatives = num_negatives

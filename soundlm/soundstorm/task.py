@@ -6,7 +6,7 @@ import optax
 
 from soundlm import trainer
 from soundlm.soundstorm.masking import sample_training_mask
-from soundlm.soundstorm.model import SoundStormModel
+from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
 
 
 def level_targets(codes, level):
@@ -33,9 +33,10 @@ class SoundStormTask:
   pipeline's SoundStorm feature converter.
   """
 
-  def __init__(self, model: SoundStormModel = gin.REQUIRED,
+  def __init__(self, config: SoundStormConfig = gin.REQUIRED,
                optimizer: optax.GradientTransformation | None = None):
-    self.model = model
+    self.model_config = config  # what soundlm.train records in model.json
+    self.model = SoundStormModel(config)
     self.optimizer = optimizer if optimizer is not None else trainer.make_optimizer()
 
   def init(self, rng, batch) -> dict:
