@@ -1,4 +1,5 @@
 """Shared layers: attention against a reference, KV cache, positions, blocks."""
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,60 @@ def test_attention_matches_reference_softmax():
   weights = jax.nn.softmax(jnp.where(allowed, logits, -1e30), axis=-1)
   expected = jnp.einsum("bhqk,bkhd,hde->bqe", weights, v, p["out"])
   np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("position", ["relative_key", "rope_on_input"])
+def test_w2v_bert_2_attention_matches_reference(position):
+  """Biased projections with Shaw relative keys, or with the input rotated before
+  the query/key projections, as Hugging Face w2v-BERT 2.0 computes them."""
+  x = _inputs(length=10)
+  layer = MultiHeadAttention(2, 8, position=position, use_bias=True, left_max_distance=3,
+                             right_max_distance=2)
+  params = nn.meta.unbox(layer.init(jax.random.key(1), x))["params"]
+  leaves, tree = jax.tree_util.tree_flatten(params)  # non-zero biases too
+  params = jax.tree_util.tree_unflatten(tree, [
+      leaf + 0.1 * jax.random.normal(jax.random.key(i), leaf.shape)
+      for i, leaf in enumerate(leaves)])
+  out = layer.apply({"params": params}, x)
+
+  p = params
+  query_key_input = x
+  if position == "rope_on_input":
+    query_key_input = apply_rotary(x.reshape(2, 10, 2, 8), jnp.arange(10)[None]).reshape(
+        x.shape)
+  q = jnp.einsum("bte,ehd->bthd", query_key_input, p["query"]) + p["query_bias"]
+  k = jnp.einsum("bte,ehd->bthd", query_key_input, p["key"]) + p["key_bias"]
+  v = jnp.einsum("bte,ehd->bthd", x, p["value"]) + p["value_bias"]
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+  if position == "relative_key":
+    positions = np.arange(10)
+    distance = np.clip(positions[None, :] - positions[:, None], -3, 2) + 3
+    embedding = p["relative_key"]["embedding"][distance]  # [q, k, d]
+    logits = logits + jnp.einsum("bqhd,qkd->bhqk", q, embedding)
+  weights = jax.nn.softmax(logits / np.sqrt(8), axis=-1)
+  expected = jnp.einsum("bhqk,bkhd,hde->bqe", weights, v, p["out"]) + p["out_bias"]
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  with pytest.raises(ValueError, match="no KV-cache decoding"):
+    layer.init(jax.random.key(1), x, decode=True)
+
+
+def test_conformer_defaults_keep_their_parameter_tree():
+  """SoundStorm and w2v-BERT 'conformer' checkpoints rely on these names and shapes."""
+  variables = jax.eval_shape(ConformerBlock(2, 8, 32).init, jax.random.key(0), _inputs())
+  shapes = {"/".join(path): leaf.shape for path, leaf in
+            flax.traverse_util.flatten_dict(nn.meta.unbox(variables)["params"]).items()}
+  norms = ("ff_start_norm", "pre_attention_norm", "convolution/norm",
+           "convolution/depthwise_norm", "ff_end_norm", "final_norm")
+  expected = {f"{norm}/{leaf}": (16,) for norm in norms for leaf in ("scale", "bias")}
+  expected.update({
+      "attention/query": (16, 2, 8), "attention/key": (16, 2, 8),
+      "attention/value": (16, 2, 8), "attention/out": (2, 8, 16),
+      "convolution/pointwise_in/kernel": (16, 32), "convolution/pointwise_in/bias": (32,),
+      "convolution/depthwise/kernel": (5, 1, 16), "convolution/depthwise/bias": (16,),
+      "convolution/pointwise_out/kernel": (16, 16), "convolution/pointwise_out/bias": (16,),
+      "ff_start/wi/kernel": (16, 32), "ff_start/wo/kernel": (32, 16),
+      "ff_end/wi/kernel": (16, 32), "ff_end/wo/kernel": (32, 16)})
+  assert shapes == expected
 
 
 @pytest.mark.parametrize("position", ["none", "rope"])

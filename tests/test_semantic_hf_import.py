@@ -2,6 +2,7 @@
 (tests/fixtures/w2v_bert, written by scripts/make_w2v_bert_fixture.py)."""
 import json
 import pathlib
+import re
 import shutil
 
 import jax.numpy as jnp
@@ -47,6 +48,9 @@ def test_export_layout_round_trips_every_tensor():
   assert set(exported) == set(tensors)
   for name, value in tensors.items():
     np.testing.assert_array_equal(exported[name], value, err_msg=name)
+  # The relative-key model uses every entry of the mapping table.
+  templates = {re.sub(r"\.layers\.\d+\.", ".layers.{i}.", name) for name in tensors}
+  assert templates == {hf_name for hf_name, _ in hf_import.TENSORS.values()}
 
 
 def _tensors_and_config():

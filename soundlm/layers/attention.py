@@ -1,4 +1,5 @@
-"""Multi-head attention: bidirectional or causal, rotary or biased positions, KV cache.
+"""Multi-head attention: bidirectional or causal, rotary, relative-key or biased
+positions, KV cache.
 
 The score computation goes through `jax.nn.dot_product_attention`, so a fused
 kernel (cuDNN on GPU) is used where the backend has one.
@@ -10,9 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from soundlm.layers import initializers
-from soundlm.layers.position import apply_rotary
+from soundlm.layers.position import RelativeKeyScores, apply_rotary
 
-POSITIONS = ("none", "rope")
+POSITIONS = ("none", "rope", "rope_on_input", "relative_key")
+_NO_CACHE_POSITIONS = ("rope_on_input", "relative_key")
 
 
 class MultiHeadAttention(nn.Module):
@@ -22,6 +24,13 @@ class MultiHeadAttention(nn.Module):
   `init` with `decode=True` on a full-length input allocates the cache for that
   length; each later `apply(..., decode=True, mutable=['cache'])` consumes the
   next chunk of tokens and attends to everything cached so far.
+
+  position: 'rope' rotates the projected queries and keys; 'rope_on_input'
+  rotates the layer input, split into heads, before the query and key
+  projections (Hugging Face w2v-BERT 2.0's 'rotary'); 'relative_key' adds
+  `RelativeKeyScores` (w2v-BERT 2.0's default); 'none' adds nothing. An
+  additive `bias` (e.g. T5 relative bias) combines with any of them.
+  use_bias: biases on the four projections (w2v-BERT 2.0 has them).
   """
   num_heads: int
   head_dim: int
@@ -32,21 +41,47 @@ class MultiHeadAttention(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   implementation: Optional[str] = None  # None (backend default), 'xla' or 'cudnn'.
+  use_bias: bool = False
+  left_max_distance: int = 64  # 'relative_key' clipping
+  right_max_distance: int = 8
+
+  def _bias(self, name, shape, names):
+    """A zero-initialised projection bias in the compute dtype."""
+    return self.param(name, initializers.zeros(names), shape,
+                      self.param_dtype).astype(self.dtype)
 
   def _projection(self, x, name):
-    """[B, T, E] -> [B, T, H, D] with a kernel [E, H, D]."""
+    """[B, T, E] -> [B, T, H, D] with a kernel [E, H, D] (and a bias [H, D])."""
     kernel = self.param(name, initializers.kernel(("embed", "heads", "kv")),
                         (x.shape[-1], self.num_heads, self.head_dim), self.param_dtype)
-    return jnp.einsum("bte,ehd->bthd", x.astype(self.dtype), kernel.astype(self.dtype))
+    out = jnp.einsum("bte,ehd->bthd", x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      out = out + self._bias(f"{name}_bias", (self.num_heads, self.head_dim),
+                             ("heads", "kv"))
+    return out
+
+  def _rotate_input(self, x):
+    """'rope_on_input': the input [B, T, H * D] rotated per head at positions 0..T-1."""
+    batch, length, width = x.shape
+    if width != self.num_heads * self.head_dim:
+      raise ValueError(f"position 'rope_on_input' needs an input width of num_heads * "
+                       f"head_dim = {self.num_heads * self.head_dim}, got {width}")
+    heads = x.reshape(batch, length, self.num_heads, self.head_dim)
+    return apply_rotary(heads, jnp.arange(length)[None],
+                        self.rope_max_wavelength).reshape(x.shape)
 
   @nn.compact
   def __call__(self, x, *, bias=None, padding_mask=None, deterministic: bool = True,
                decode: bool = False):
     if self.position not in POSITIONS:
       raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
+    if decode and self.position in _NO_CACHE_POSITIONS:
+      raise ValueError(f"position {self.position!r} has no KV-cache decoding; "
+                       "use 'rope' or 'none'")
     batch, length, _ = x.shape
-    query = self._projection(x, "query")
-    key = self._projection(x, "key")
+    query_key_input = self._rotate_input(x) if self.position == "rope_on_input" else x
+    query = self._projection(query_key_input, "query")
+    key = self._projection(query_key_input, "key")
     value = self._projection(x, "value")
 
     offset = 0
@@ -60,6 +95,11 @@ class MultiHeadAttention(nn.Module):
       query = apply_rotary(query, query_pos, self.rope_max_wavelength)
       if mask is None:  # keys are this chunk only
         key = apply_rotary(key, query_pos, self.rope_max_wavelength)
+    if self.position == "relative_key":
+      relative = RelativeKeyScores(self.left_max_distance, self.right_max_distance,
+                                   self.param_dtype, name="relative_key")(query)
+      relative = relative * jnp.asarray(self.head_dim ** -0.5, relative.dtype)
+      bias = relative if bias is None else bias + relative
     if padding_mask is not None:
       pad = padding_mask[:, None, None, :].astype(bool)
       mask = pad if mask is None else jnp.logical_and(mask, pad)
@@ -73,6 +113,8 @@ class MultiHeadAttention(nn.Module):
     out_kernel = self.param("out", initializers.kernel(("heads", "kv", "embed")),
                             (self.num_heads, self.head_dim, x.shape[-1]), self.param_dtype)
     out = jnp.einsum("bthd,hde->bte", out, out_kernel.astype(self.dtype))
+    if self.use_bias:
+      out = out + self._bias("out_bias", (x.shape[-1],), ("embed",))
     return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
 
   def _update_cache(self, key, value, length):

@@ -8,13 +8,15 @@ ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "swish": nn.swish}
 
 
 class FeedForward(nn.Module):
-  """Dense(embed->mlp), activation (times a gate if `gated`), Dense(mlp->embed)."""
+  """Dense(embed->mlp), activation (times a gate if `gated`), Dense(mlp->embed);
+  `use_bias` adds a bias to each Dense (w2v-BERT 2.0 has them)."""
   hidden_dim: int
   activation: str = "gelu"
   gated: bool = False
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x, *, deterministic: bool = True):
@@ -22,8 +24,9 @@ class FeedForward(nn.Module):
       raise ValueError(
           f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
     dense = lambda features, axes, name: nn.Dense(  # noqa: E731
-        features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=initializers.kernel(axes), name=name)
+        features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=initializers.kernel(axes), bias_init=initializers.zeros(axes[1:]),
+        name=name)
     hidden = ACTIVATIONS[self.activation](dense(self.hidden_dim, ("embed", "mlp"), "wi")(x))
     if self.gated:
       hidden = hidden * dense(self.hidden_dim, ("embed", "mlp"), "wi_gate")(x)

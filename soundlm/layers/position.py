@@ -1,8 +1,10 @@
-"""Position information: rotary embeddings and T5 bucketed relative bias."""
+"""Position information: rotary embeddings, T5 bucketed relative bias and Shaw
+relative keys."""
 import math
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from soundlm.layers import initializers
 
@@ -67,3 +69,26 @@ class RelativePositionBias(nn.Module):
                                        self.num_buckets, self.max_distance)
     bias = jnp.take(table, buckets, axis=0)  # [q, k, H]
     return jnp.transpose(bias, (2, 0, 1))[None].astype(self.dtype)
+
+
+class RelativeKeyScores(nn.Module):
+  """Relative keys (Shaw et al., 2018) as Hugging Face w2v-BERT 2.0 uses them: a
+  learned key-side embedding per distance `key_pos - query_pos`, clipped to
+  [-left_max_distance, right_max_distance], dotted with the query."""
+  left_max_distance: int = 64
+  right_max_distance: int = 8
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, query):
+    """query [B, T, H, D] -> unscaled score term [B, H, T, T]."""
+    left, right = self.left_max_distance, self.right_max_distance
+    table = self.param(
+        "embedding", initializers.kernel((None, "kv"), nn.initializers.normal(0.02)),
+        (left + right + 1, query.shape[-1]), self.param_dtype)
+    positions = np.arange(query.shape[1])
+    distance = np.clip(positions[None, :] - positions[:, None], -left, right) + left
+    # One dot product per query and table row, then each key picks its row:
+    # [B, H, T, rows] instead of materialising a [T, T, D] embedding.
+    per_row = jnp.einsum("bqhd,rd->bhqr", query, table.astype(query.dtype))
+    return jnp.take_along_axis(per_row, distance[None, None], axis=-1)

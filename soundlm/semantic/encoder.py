@@ -3,6 +3,8 @@
 Hidden state 0 is the front end's projected output (the first block's input);
 hidden state i is block i's output. The first `num_contrastive_layers` blocks
 form the contrastive module, the rest the masked-prediction (MLM) module.
+Both block types are the shared `ConformerBlock`; 'w2v_bert_2' sets the options
+that make it Hugging Face's `Wav2Vec2BertEncoderLayer`.
 """
 import flax.linen as nn
 import jax.numpy as jnp
@@ -12,7 +14,11 @@ from soundlm.layers.conformer import ConformerBlock
 from soundlm.semantic import features as features_lib
 from soundlm.semantic.config import W2vBertConfig
 from soundlm.semantic.frontend import ConvSubsampling, StackedProjection
-from soundlm.semantic.hf_block import W2vBert2Block
+
+# W2vBertConfig.position -> MultiHeadAttention position. w2v-BERT 2.0's 'rotary'
+# rotates the layer input before the query/key projections.
+ATTENTION_POSITIONS = {"rope": "rope", "none": "none", "relative_key": "relative_key",
+                       "rotary": "rope_on_input"}
 
 
 def input_features(wav: jnp.ndarray, config: W2vBertConfig) -> jnp.ndarray:
@@ -33,15 +39,17 @@ class W2vBertEncoder(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   def _block(self, index):
-    c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    c = self.config
+    w2v_bert_2 = {}
     if c.block == "w2v_bert_2":
-      return W2vBert2Block(c.num_heads, c.head_dim, c.mlp_dim, c.conv_kernel_size,
-                           c.position, c.left_max_position, c.right_max_position,
-                           c.rotary_base, c.layer_norm_eps, c.dropout_rate,
-                           name=f"layers_{index}", **kw)
+      w2v_bert_2 = dict(use_bias=True, conv_bias=False, causal_conv=True,
+                        layer_norm_epsilon=c.layer_norm_eps, rope_max_wavelength=c.rotary_base,
+                        left_max_distance=c.left_max_position,
+                        right_max_distance=c.right_max_position)
     return ConformerBlock(c.num_heads, c.head_dim, c.mlp_dim, c.conv_kernel_size,
-                          position=c.position, dropout_rate=c.dropout_rate,
-                          name=f"layers_{index}", **kw)
+                          position=ATTENTION_POSITIONS[c.position],
+                          dropout_rate=c.dropout_rate, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f"layers_{index}", **w2v_bert_2)
 
   @nn.compact
   def __call__(self, features, *, mask=None, deterministic: bool = True,

@@ -2,13 +2,16 @@
 
 Reads `config.json` and `model.safetensors` (or a sharded
 `model.safetensors.index.json`) from a local folder with numpy alone, and
-returns a `W2vBertConfig` plus parameters for `W2vBertEncoder`. Every tensor
-of the file must map onto a parameter and every parameter must be found, with
-the right shape; anything else is an error naming the tensors.
+returns a `W2vBertConfig` plus parameters for `W2vBertEncoder`, whose layers are
+the shared `ConformerBlock` with the w2v-BERT 2.0 options. `TENSORS` names the
+Hugging Face tensor of every parameter. Every tensor of the file must map onto
+a parameter and every parameter must be found, with the right shape; anything
+else is an error naming the tensors.
 """
 import json
 import os
 import pathlib
+import re
 
 import flax
 import flax.linen as nn
@@ -65,40 +68,86 @@ def _has_mask_embedding(hf: dict) -> bool:
   return hf.get("mask_time_prob", 0.05) > 0 or hf.get("mask_feature_prob", 0.0) > 0
 
 
-def _hf_name(path: tuple[str, ...]) -> str:
-  """Flax parameter path -> Hugging Face tensor name."""
-  *modules, leaf = path
-  if modules == [] and leaf == "mask_embedding":
-    return "masked_spec_embed"
-  if modules[0] == "frontend":
-    modules = ["feature_projection", *modules[1:]]
-  elif modules[0].startswith("layers_"):
-    modules = ["encoder", "layers", modules[0][len("layers_"):], *modules[1:]]
-  if leaf == "distance_embedding":
-    modules, leaf = modules + [leaf], "weight"
-  leaf = {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
-  return ".".join(modules + [leaf])
+# W2vBertEncoder parameter -> (Hugging Face tensor, layout); '{i}' is the layer.
+TENSORS = {
+    "mask_embedding": ("masked_spec_embed", "vector"),
+    "frontend/layer_norm/scale": ("feature_projection.layer_norm.weight", "vector"),
+    "frontend/layer_norm/bias": ("feature_projection.layer_norm.bias", "vector"),
+    "frontend/projection/kernel": ("feature_projection.projection.weight", "linear"),
+    "frontend/projection/bias": ("feature_projection.projection.bias", "vector"),
+    "layers_{i}/ff_start_norm/scale": ("encoder.layers.{i}.ffn1_layer_norm.weight", "vector"),
+    "layers_{i}/ff_start_norm/bias": ("encoder.layers.{i}.ffn1_layer_norm.bias", "vector"),
+    "layers_{i}/ff_start/wi/kernel": ("encoder.layers.{i}.ffn1.intermediate_dense.weight",
+                                      "linear"),
+    "layers_{i}/ff_start/wi/bias": ("encoder.layers.{i}.ffn1.intermediate_dense.bias",
+                                    "vector"),
+    "layers_{i}/ff_start/wo/kernel": ("encoder.layers.{i}.ffn1.output_dense.weight", "linear"),
+    "layers_{i}/ff_start/wo/bias": ("encoder.layers.{i}.ffn1.output_dense.bias", "vector"),
+    "layers_{i}/pre_attention_norm/scale": ("encoder.layers.{i}.self_attn_layer_norm.weight",
+                                            "vector"),
+    "layers_{i}/pre_attention_norm/bias": ("encoder.layers.{i}.self_attn_layer_norm.bias",
+                                           "vector"),
+    "layers_{i}/attention/query": ("encoder.layers.{i}.self_attn.linear_q.weight", "linear"),
+    "layers_{i}/attention/query_bias": ("encoder.layers.{i}.self_attn.linear_q.bias", "vector"),
+    "layers_{i}/attention/key": ("encoder.layers.{i}.self_attn.linear_k.weight", "linear"),
+    "layers_{i}/attention/key_bias": ("encoder.layers.{i}.self_attn.linear_k.bias", "vector"),
+    "layers_{i}/attention/value": ("encoder.layers.{i}.self_attn.linear_v.weight", "linear"),
+    "layers_{i}/attention/value_bias": ("encoder.layers.{i}.self_attn.linear_v.bias", "vector"),
+    "layers_{i}/attention/out": ("encoder.layers.{i}.self_attn.linear_out.weight",
+                                 "linear_from_heads"),
+    "layers_{i}/attention/out_bias": ("encoder.layers.{i}.self_attn.linear_out.bias", "vector"),
+    "layers_{i}/attention/relative_key/embedding": (
+        "encoder.layers.{i}.self_attn.distance_embedding.weight", "table"),
+    "layers_{i}/convolution/norm/scale": ("encoder.layers.{i}.conv_module.layer_norm.weight",
+                                          "vector"),
+    "layers_{i}/convolution/norm/bias": ("encoder.layers.{i}.conv_module.layer_norm.bias",
+                                         "vector"),
+    "layers_{i}/convolution/pointwise_in/kernel": (
+        "encoder.layers.{i}.conv_module.pointwise_conv1.weight", "pointwise_conv"),
+    "layers_{i}/convolution/depthwise/kernel": (
+        "encoder.layers.{i}.conv_module.depthwise_conv.weight", "depthwise_conv"),
+    "layers_{i}/convolution/depthwise_norm/scale": (
+        "encoder.layers.{i}.conv_module.depthwise_layer_norm.weight", "vector"),
+    "layers_{i}/convolution/depthwise_norm/bias": (
+        "encoder.layers.{i}.conv_module.depthwise_layer_norm.bias", "vector"),
+    "layers_{i}/convolution/pointwise_out/kernel": (
+        "encoder.layers.{i}.conv_module.pointwise_conv2.weight", "pointwise_conv"),
+    "layers_{i}/ff_end_norm/scale": ("encoder.layers.{i}.ffn2_layer_norm.weight", "vector"),
+    "layers_{i}/ff_end_norm/bias": ("encoder.layers.{i}.ffn2_layer_norm.bias", "vector"),
+    "layers_{i}/ff_end/wi/kernel": ("encoder.layers.{i}.ffn2.intermediate_dense.weight",
+                                    "linear"),
+    "layers_{i}/ff_end/wi/bias": ("encoder.layers.{i}.ffn2.intermediate_dense.bias", "vector"),
+    "layers_{i}/ff_end/wo/kernel": ("encoder.layers.{i}.ffn2.output_dense.weight", "linear"),
+    "layers_{i}/ff_end/wo/bias": ("encoder.layers.{i}.ffn2.output_dense.bias", "vector"),
+    "layers_{i}/final_norm/scale": ("encoder.layers.{i}.final_layer_norm.weight", "vector"),
+    "layers_{i}/final_norm/bias": ("encoder.layers.{i}.final_layer_norm.bias", "vector"),
+}
+
+# layout -> (flax value -> PyTorch tensor, (PyTorch tensor, flax shape) -> flax value).
+# Flax kernels are [in, ...out] ([E, H, D] for query/key/value, [H, D, E] for out);
+# PyTorch Linear weights are [out, in], Conv1d weights [out, in / groups, K].
+_LAYOUTS = {
+    "vector": (lambda v: v.reshape(-1), lambda t, shape: t.reshape(shape)),
+    "table": (lambda v: v, lambda t, shape: t.reshape(shape)),
+    "linear": (lambda v: v.reshape(v.shape[0], -1).T, lambda t, shape: t.T.reshape(shape)),
+    "linear_from_heads": (lambda v: v.reshape(-1, v.shape[-1]).T,
+                          lambda t, shape: t.T.reshape(shape)),
+    "pointwise_conv": (lambda v: v.reshape(v.shape[0], -1).T[..., None],
+                       lambda t, shape: t[..., 0].T.reshape(shape)),
+    "depthwise_conv": (lambda v: v.transpose(2, 1, 0),
+                       lambda t, shape: t.transpose(2, 1, 0).reshape(shape)),
+}
 
 
-def _to_hf(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
-  """A flax parameter in the Hugging Face (PyTorch) layout."""
-  if path[-1] != "kernel":
-    return value.reshape(-1) if path[-1] == "bias" else value
-  module = path[-2]
-  if module == "depthwise_conv":                 # [K, 1, C] <-> [C, 1, K]
-    return value.transpose(2, 1, 0)
-  inputs = 2 if module == "linear_out" else 1    # [H, Dh, D] projects heads back
-  matrix = value.reshape(int(np.prod(value.shape[:inputs])), -1).T  # [out, in]
-  return matrix[..., None] if module.startswith("pointwise_conv") else matrix
-
-
-def _from_hf(path: tuple[str, ...], tensor: np.ndarray, shape) -> np.ndarray:
-  if path[-1] != "kernel":
-    return tensor.reshape(shape)
-  if path[-2] == "depthwise_conv":
-    return tensor.transpose(2, 1, 0)
-  matrix = tensor[..., 0] if path[-2].startswith("pointwise_conv") else tensor
-  return matrix.T.reshape(shape)
+def _hf_entry(path: tuple[str, ...]) -> tuple[str, str]:
+  """Flax parameter path -> (Hugging Face tensor name, layout)."""
+  name = "/".join(path)
+  layer = re.match(r"layers_(\d+)/", name)
+  key = f"layers_{{i}}/{name[layer.end():]}" if layer else name
+  if key not in TENSORS:
+    raise KeyError(f"parameter {name} has no Hugging Face tensor in hf_import.TENSORS")
+  hf_name, layout = TENSORS[key]
+  return (hf_name.format(i=layer[1]) if layer else hf_name), layout
 
 
 def abstract_params(config: W2vBertConfig) -> dict:
@@ -110,8 +159,11 @@ def abstract_params(config: W2vBertConfig) -> dict:
 
 def to_hf_tensors(params: dict) -> dict[str, np.ndarray]:
   """W2vBertEncoder parameters as Hugging Face tensors (names and layouts)."""
-  flat = flax.traverse_util.flatten_dict(nn.meta.unbox(params))
-  return {_hf_name(path): _to_hf(path, np.asarray(value)) for path, value in flat.items()}
+  tensors = {}
+  for path, value in flax.traverse_util.flatten_dict(nn.meta.unbox(params)).items():
+    name, layout = _hf_entry(path)
+    tensors[name] = _LAYOUTS[layout][0](np.asarray(value))
+  return tensors
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], config: W2vBertConfig,
@@ -123,19 +175,20 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: W2vBertConfig,
   for path, leaf in flat_shapes.items():
     if path == ("mask_embedding",) and not has_mask_embedding:
       continue
-    expected[_hf_name(path)] = (path, leaf.shape,
-                                _to_hf(path, np.zeros(leaf.shape, np.float32)).shape)
+    name, layout = _hf_entry(path)
+    hf_shape = _LAYOUTS[layout][0](np.zeros(leaf.shape, np.float32)).shape
+    expected[name] = (path, leaf.shape, layout, hf_shape)
   missing = sorted(set(expected) - set(tensors))
   extra = sorted(set(tensors) - set(expected))
   wrong = sorted(f"{name}: {tuple(tensors[name].shape)}, expected {hf_shape}"
-                 for name, (_, _, hf_shape) in expected.items()
+                 for name, (_, _, _, hf_shape) in expected.items()
                  if name in tensors and tuple(tensors[name].shape) != hf_shape)
   if missing or extra or wrong:
     raise CheckpointMismatchError(
         f"{source} does not match its config: missing tensors {missing}, "
         f"extra tensors {extra}, wrong shapes {wrong}")
-  flat = {path: _from_hf(path, tensors[name].astype(np.float32), shape)
-          for name, (path, shape, _) in expected.items()}
+  flat = {path: _LAYOUTS[layout][1](tensors[name].astype(np.float32), shape)
+          for name, (path, shape, layout, _) in expected.items()}
   if not has_mask_embedding:  # the reference model has none; it only serves pre-training
     flat[("mask_embedding",)] = np.zeros(flat_shapes[("mask_embedding",)].shape, np.float32)
   return flax.traverse_util.unflatten_dict(flat)
