@@ -25,6 +25,7 @@ from soundlm.audiolm.api import AudioLM
 from soundlm.audiolm.decoding import SamplingConfig
 from soundlm.codec.api import Codec
 from soundlm.io.audio import read_audio, write_wav
+from soundlm.io.token_space import TokenSpace
 from soundlm.semantic.api import SemanticTokenizer
 from soundlm.soundstorm.api import SoundStorm
 
@@ -33,29 +34,18 @@ ACOUSTIC_GENERATORS = ("soundstorm", "audiolm")
 
 def _check_compatible(codec: Codec, tokenizer: SemanticTokenizer, audiolm: AudioLM,
                       soundstorm: SoundStorm | None):
-  """Refuses models trained for different token spaces or rates."""
+  """Refuses models trained for another token space than the tokenizers give."""
   if codec.sample_rate != tokenizer.sample_rate:
     raise ValueError(f"the codec runs at {codec.sample_rate} Hz but the semantic tokenizer "
                      f"at {tokenizer.sample_rate} Hz; use models of one sample rate")
-  ratio = codec.frame_rate / tokenizer.frame_rate
-  if abs(ratio - round(ratio)) > 1e-9:
-    raise ValueError(f"codec frames ({codec.frame_rate} Hz) are not a whole multiple of "
-                     f"semantic frames ({tokenizer.frame_rate} Hz)")
-  expected = {"semantic_vocab": tokenizer.vocab_size, "codebook_size": codec.codebook_size,
-              "num_levels": codec.num_levels}
-  frames_per_semantic = round(ratio)
-  spaces = [("AudioLM", audiolm.layout, audiolm.layout.frames_per_semantic)]
+  space = TokenSpace.of(codec, tokenizer)
+  where = "the codec and semantic tokenizer"
+  for stage, (decoder, _) in audiolm.stages.items():
+    space.check_compatible(**decoder.layout.token_needs(), where=where,
+                           model=f"AudioLM's {stage} stage (checkpoints of different configs?)")
   if soundstorm is not None:
-    spaces.append(("SoundStorm", soundstorm.model, soundstorm.model.frames_per_semantic_token))
-  for name, space, frames in spaces:
-    for key, value in expected.items():
-      if getattr(space, key) != value:
-        raise ValueError(f"{name} was built for {key}={getattr(space, key)} but the "
-                         f"{'semantic tokenizer' if key == 'semantic_vocab' else 'codec'} "
-                         f"has {value}: the checkpoints come from different configs")
-    if frames != frames_per_semantic:
-      raise ValueError(f"{name} expects {frames} codec frames per semantic token but "
-                       f"the codec and tokenizer give {frames_per_semantic}")
+    space.check_compatible(**soundstorm.model.config.token_needs(), where=where,
+                           model="SoundStorm (checkpoints of different configs?)")
 
 
 @gin.configurable

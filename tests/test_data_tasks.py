@@ -5,9 +5,10 @@ import pytest
 from soundlm.audiolm import layouts
 from soundlm.data import pipeline, tasks
 from soundlm.io import shards, sources, tf_env
+from soundlm.io.token_space import TokenSpace
 
-SPEC = shards.TokenSpec(sample_rate=16000, codec_frame_rate=50.0, semantic_frame_rate=25.0,
-                        num_levels=4, codebook_size=16, semantic_vocab=8)
+SPEC = TokenSpace(sample_rate=16000, codec_frame_rate=50.0, semantic_frame_rate=25.0,
+                  num_levels=4, codebook_size=16, semantic_vocab=8)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +80,12 @@ def test_soundstorm_task_features_and_padding_mask(tokens):
 
 
 def test_token_shards_that_do_not_fit_the_model_are_refused(tokens):
-  with pytest.raises(ValueError, match="num_levels=8 but the shards hold 4"):
+  with pytest.raises(ValueError, match="num_levels=8 but token shards .* hold 4 levels"):
     tasks.soundstorm_task(tokens=tokens["long"], num_levels=8, codebook_size=16,
                           semantic_vocab=8)
   bad = layouts.Layout("coarse", semantic_vocab=8, codebook_size=1024, num_levels=4,
                        num_coarse_levels=2, crop_seconds=0.4)
-  with pytest.raises(ValueError, match="codebook_size=1024 but the shards have 16"):
+  with pytest.raises(ValueError, match="codebook_size=1024 but token shards .* have 16"):
     tasks.audiolm_task(stage="coarse", tokens=tokens["long"], layout=bad)
 
 

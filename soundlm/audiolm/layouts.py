@@ -263,6 +263,16 @@ class Layout:
       raise ValueError(f"crop_seconds={self.crop} must be a positive whole number of "
                        f"{unit} frames at {rate} Hz")
 
+  def token_needs(self) -> dict:
+    """What this stage reads of a token space, as `TokenSpace.check_compatible`
+    keywords: its ids, levels and frame rates."""
+    return dict(
+        num_levels={"semantic": None, "coarse": self.num_coarse_levels,
+                    "fine": self.num_levels}[self.stage],
+        codebook_size=None if self.stage == "semantic" else self.codebook_size,
+        semantic_vocab=None if self.stage == "fine" else self.semantic_vocab,
+        codec_frame_rate=self.acoustic_rate_hz, semantic_frame_rate=self.semantic_rate_hz)
+
   @property
   def crop(self) -> float:
     """Training crop in seconds."""

@@ -60,13 +60,14 @@ def run(size: str, batches: int, warmup: int, restore_at: int, data_dir: str,
   from soundlm.audiolm import layouts
   from soundlm.data import pipeline, tasks
   from soundlm.io import shards
+  from soundlm.io.token_space import TokenSpace
 
   cfg = SIZES[size]
   if tokens is None:
     tokens = os.path.join(work, "tokens")
-    spec = shards.TokenSpec(sample_rate=16000, codec_frame_rate=50.0, semantic_frame_rate=25.0,
-                            num_levels=cfg["num_levels"], codebook_size=cfg["codebook_size"],
-                            semantic_vocab=cfg["semantic_vocab"])
+    spec = TokenSpace(sample_rate=16000, codec_frame_rate=50.0, semantic_frame_rate=25.0,
+                      num_levels=cfg["num_levels"], codebook_size=cfg["codebook_size"],
+                      semantic_vocab=cfg["semantic_vocab"])
     shards.write_random(tokens, spec, "train", cfg["token_clips"], cfg["clip_seconds"],
                         examples_per_shard=128)
   layout_args = {k: cfg[k] for k in ("semantic_vocab", "codebook_size", "num_levels",

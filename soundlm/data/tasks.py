@@ -184,12 +184,8 @@ def audiolm_task(stage: str = gin.REQUIRED, tokens=gin.REQUIRED, layout=None,
   levels = {"semantic": 0, "coarse": layout.num_coarse_levels, "fine": layout.num_levels}[stage]
 
   def make_task(name, directory):
-    spec = shards.spec_of(shards.read_manifest(directory))
-    spec.check_compatible(
-        num_levels=levels or None, codebook_size=None if stage == "semantic" else
-        layout.codebook_size, semantic_vocab=None if stage == "fine" else layout.semantic_vocab,
-        codec_frame_rate=layout.acoustic_rate_hz, semantic_frame_rate=layout.semantic_rate_hz,
-        where=directory)
+    shards.spec_of(shards.read_manifest(directory)).check_compatible(
+        **layout.token_needs(), where=f"token shards {directory}")
     if stage == "fine":
       crop = functools.partial(preprocessors.crop_codes, frames=layout.crop_acoustic_frames,
                                num_levels=levels)
@@ -216,7 +212,7 @@ def soundstorm_task(tokens=gin.REQUIRED, num_levels: int = 12, codebook_size: in
   specs = {c: shards.spec_of(shards.read_manifest(d)) for c, d in corpora.items()}
   for corpus, spec in specs.items():
     spec.check_compatible(num_levels=num_levels, codebook_size=codebook_size,
-                          semantic_vocab=semantic_vocab, where=corpora[corpus])
+                          semantic_vocab=semantic_vocab, where=f"token shards {corpora[corpus]}")
   rates_seen = {(s.semantic_frame_rate, s.frames_per_semantic) for s in specs.values()}
   if len(rates_seen) != 1:
     raise ValueError(f"tokens: the corpora have different frame rates {sorted(rates_seen)}")

@@ -25,12 +25,12 @@ import sys
 import time
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
 from soundlm import partitioning
 from soundlm.codec.api import Codec
 from soundlm.io import audio, folder, shards, sources, tf_env
+from soundlm.io.token_space import TokenSpace
 from soundlm.semantic.api import SemanticTokenizer
 
 
@@ -53,29 +53,16 @@ class ClipError(ValueError):
   """A clip that cannot be tokenized; the message names it."""
 
 
-def token_spec(codec, semantic, num_levels: int | None) -> shards.TokenSpec:
-  levels = codec.num_levels if num_levels is None else num_levels
-  if not 1 <= levels <= codec.num_levels:
-    raise ValueError(f"num_levels: expected 1..{codec.num_levels}, got {levels}")
-  return shards.TokenSpec(sample_rate=int(codec.sample_rate),
-                          codec_frame_rate=float(codec.frame_rate),
-                          semantic_frame_rate=float(semantic.frame_rate), num_levels=levels,
-                          codebook_size=int(codec.codebook_size),
-                          semantic_vocab=int(semantic.vocab_size))
-
-
 class Tokenizer:
-  """Runs the codec and the semantic tokenizer on padded batches over local devices."""
+  """Runs the codec and the semantic tokenizer on fixed-size padded batches (one
+  compilation per bucket); the models split each batch over their mesh."""
 
-  def __init__(self, codec, semantic, spec: shards.TokenSpec, batch_size: int,
+  def __init__(self, codec, semantic, spec: TokenSpace, batch_size: int,
                bucket_seconds: float):
     self.codec, self.semantic, self.spec = codec, semantic, spec
-    devices = jax.local_devices()
-    if batch_size % len(devices):
-      raise ValueError(f"batch_size: {batch_size} is not a multiple of the "
-                       f"{len(devices)} local devices")
+    if batch_size < 1:
+      raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     self.batch_size = batch_size
-    self.sharding = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
     self.semantic_hop = spec.sample_rate / spec.semantic_frame_rate  # codec-rate samples
     self.codec_hop = spec.sample_rate / spec.codec_frame_rate
     self.bucket = round(bucket_seconds * spec.sample_rate)
@@ -99,18 +86,15 @@ class Tokenizer:
   def bucket_of(self, num_samples: int) -> int:
     return -(-num_samples // self.bucket) * self.bucket
 
-  def _run(self, fn, batch: np.ndarray):
-    return np.asarray(jax.device_get(fn(jax.device_put(batch, self.sharding))))
-
   def tokenize(self, wavs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Clips of one bucket (at most batch_size) -> [(semantic [S], codes [T, Q])]."""
     length = self.bucket_of(max(w.size for w in wavs))
     batch = np.zeros((self.batch_size, length), np.float32)
     for i, w in enumerate(wavs):
       batch[i, :w.size] = w
-    codes = self._run(lambda x: self.codec.encode(x, num_levels=self.spec.num_levels), batch)
+    codes = np.asarray(self.codec.encode(batch, num_levels=self.spec.num_levels))
     sem_batch = audio.resample(batch, self.spec.sample_rate, int(self.semantic.sample_rate))
-    semantic = self._run(self.semantic.tokenize, sem_batch)
+    semantic = np.asarray(self.semantic.tokenize(sem_batch))
     r = self.spec.frames_per_semantic
     out = []
     for i, w in enumerate(wavs):
@@ -158,7 +142,7 @@ def run(builder, out_dir: str, codec, semantic, config: JobConfig = JobConfig())
   tf = tf_env.tf()
   if config.on_error not in ("raise", "skip"):
     raise ValueError(f"on_error: expected 'raise' or 'skip', got {config.on_error!r}")
-  spec = token_spec(codec, semantic, config.num_levels)
+  spec = TokenSpace.of(codec, semantic, config.num_levels)
   source_rate = builder.info.features[sources.audio_feature(builder)].sample_rate
   if source_rate != spec.sample_rate and not config.allow_resample:
     raise ValueError(f"{builder.info.full_name}: audio at {source_rate} Hz, the codec expects "
@@ -224,17 +208,20 @@ def _tokenize_shard(builder, out_dir, k, count, tokenizer, source_rate, config, 
 
 
 def load_models(codec: str, semantic: str):
-  """Models from command-line strings. codec: a size name ('tiny', ...: random
-  weights, for smoke runs and tests) or a codec training work dir. semantic: a
-  size name, 'WORKDIR,KMEANS' (a w2v-BERT training run and a k-means file) or
-  'hf:DIR,KMEANS' (a Hugging Face w2v-BERT 2.0 folder)."""
-  codec_model = Codec.from_checkpoint(codec) if os.path.isdir(codec) else Codec.random(codec)
+  """Models from command-line strings, replicated over this host's devices.
+  codec: a size name ('tiny', ...: random weights, for smoke runs and tests)
+  or a codec training work dir. semantic: a size name, 'WORKDIR,KMEANS' (a
+  w2v-BERT training run and a k-means file) or 'hf:DIR,KMEANS' (a Hugging Face
+  w2v-BERT 2.0 folder)."""
+  mesh = partitioning.make_mesh(devices=jax.local_devices())
+  codec_model = (Codec.load(codec, mesh=mesh) if os.path.isdir(codec)
+                 else Codec.random(codec, mesh=mesh))
   if "," not in semantic:
-    return codec_model, SemanticTokenizer.random(semantic)
+    return codec_model, SemanticTokenizer.random(semantic, mesh=mesh)
   model_dir, kmeans = semantic.split(",", 1)
   if model_dir.startswith("hf:"):
-    return codec_model, SemanticTokenizer.from_hf(model_dir[3:], kmeans)
-  return codec_model, SemanticTokenizer.from_checkpoints(model_dir, kmeans)
+    return codec_model, SemanticTokenizer.from_hf(model_dir[3:], kmeans, mesh=mesh)
+  return codec_model, SemanticTokenizer.load(model_dir, kmeans, mesh=mesh)
 
 
 def start_hosts(config: JobConfig):

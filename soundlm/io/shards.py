@@ -7,7 +7,7 @@ One record per clip (tf.train.Example):
   codes                  int64 [T * Q]   acoustic codes, frame-major; T = r * S
   num_frames, num_levels int64           T and Q
 
-`manifest.json` records the `TokenSpec` (rates, levels, vocabularies) that
+`manifest.json` records the `TokenSpace` (rates, levels, vocabularies) that
 produced the shards, so a task can refuse shards that do not fit its model,
 and the shard list with example counts and skipped inputs. Files go through
 `tf.io.gfile`, so shard folders may live on cloud storage.
@@ -18,48 +18,10 @@ import json
 import numpy as np
 
 from soundlm.io import tf_env
+from soundlm.io.token_space import TokenSpace
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenSpec:
-  """What a set of token shards holds; compared against model configs."""
-  sample_rate: int
-  codec_frame_rate: float
-  semantic_frame_rate: float
-  num_levels: int
-  codebook_size: int
-  semantic_vocab: int
-
-  def __post_init__(self):
-    ratio = self.codec_frame_rate / self.semantic_frame_rate
-    if ratio != int(ratio) or ratio < 1:
-      raise ValueError(f"codec frame rate {self.codec_frame_rate} Hz is not a whole multiple "
-                       f"of the semantic frame rate {self.semantic_frame_rate} Hz; the two "
-                       "token streams cannot be aligned")
-
-  @property
-  def frames_per_semantic(self) -> int:
-    return int(self.codec_frame_rate // self.semantic_frame_rate)
-
-  def check_compatible(self, *, num_levels=None, codebook_size=None, semantic_vocab=None,
-                       codec_frame_rate=None, semantic_frame_rate=None, where: str = "shards"):
-    """Raises ValueError naming each setting of a model config the shards do not fit.
-
-    `num_levels` may be at most the shards' levels (a model may use the first ones)."""
-    problems = []
-    if num_levels is not None and num_levels > self.num_levels:
-      problems.append(f"num_levels={num_levels} but the shards hold {self.num_levels} levels")
-    for name, value in (("codebook_size", codebook_size), ("semantic_vocab", semantic_vocab),
-                        ("codec_frame_rate", codec_frame_rate),
-                        ("semantic_frame_rate", semantic_frame_rate)):
-      if value is not None and value != getattr(self, name):
-        problems.append(f"{name}={value} but the shards have {getattr(self, name)}")
-    if problems:
-      raise ValueError(f"{where}: token shards do not match the model config: "
-                       + "; ".join(problems))
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -142,8 +104,8 @@ def read_manifest(directory: str) -> dict:
   return manifest
 
 
-def spec_of(manifest: dict) -> TokenSpec:
-  return TokenSpec(**manifest["spec"])
+def spec_of(manifest: dict) -> TokenSpace:
+  return TokenSpace(**manifest["spec"])
 
 
 def shard_files(directory: str, split: str) -> list[str]:
@@ -172,7 +134,7 @@ def write_shard(directory: str, split: str, index: int, count: int, examples: li
                json.dumps(summary, indent=1, sort_keys=True))
 
 
-def finalize(directory: str, split: str, count: int, spec: TokenSpec, source: str) -> dict:
+def finalize(directory: str, split: str, count: int, spec: TokenSpace, source: str) -> dict:
   """Writes the manifest once every shard of `split` has its summary.
 
   Returns the manifest (with complete=True), or the count of finished shards."""
@@ -198,7 +160,7 @@ def finalize(directory: str, split: str, count: int, spec: TokenSpec, source: st
   return dict(manifest, complete=True)
 
 
-def write_random(directory: str, spec: TokenSpec, split: str, num_examples: int,
+def write_random(directory: str, spec: TokenSpace, split: str, num_examples: int,
                  seconds: tuple[float, float] = (2.0, 6.0), examples_per_shard: int = 64,
                  seed: int = 0) -> dict:
   """Shards of uniformly random tokens of `spec` (clip lengths uniform in `seconds`):

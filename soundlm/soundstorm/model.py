@@ -62,6 +62,12 @@ class SoundStormConfig:
       raise ValueError(f"SoundStormConfig.dropout_rate must be in [0, 1), "
                        f"got {self.dropout_rate}")
 
+  def token_needs(self) -> dict:
+    """What the model reads of a token space (`TokenSpace.check_compatible` keywords)."""
+    return dict(num_levels=self.num_levels, codebook_size=self.codebook_size,
+                semantic_vocab=self.semantic_vocab,
+                frames_per_semantic=self.frames_per_semantic_token)
+
 
 class SoundStormModel(nn.Module):
   """Maps (semantic [B, T/r], codes [B, T, Q] with mask ids) to per-level logits."""
