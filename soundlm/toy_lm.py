@@ -6,35 +6,28 @@ tell whether training really learns.
 """
 import flax.linen as nn
 import gin
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from soundlm import trainer
+from soundlm.io.iterators import SeededIterator
 from soundlm.layers import initializers
 from soundlm.layers.norm import layer_norm
 from soundlm.layers.transformer import TransformerBlock
 
 
 @gin.configurable
-class MarkovChainData:
-  """Batches of token sequences from a fixed random Markov chain.
-
-  The chain is fixed by `chain_seed`; each batch is a pure function of
-  (seed, host, batch index), so the position is the number of batches drawn.
-  """
+class MarkovChainData(SeededIterator):
+  """Batches {'tokens': int32 [B / hosts, seq_len]} from a fixed random Markov
+  chain; the chain is fixed by `chain_seed`, the samples by `seed`."""
 
   def __init__(self, batch_size: int = 16, seq_len: int = 32, vocab_size: int = 16,
                seed: int = 0, chain_seed: int = 0, concentration: float = 0.2):
-    if batch_size % jax.process_count():
-      raise ValueError(f"batch_size {batch_size} is not divisible by "
-                       f"{jax.process_count()} hosts")
-    self.local_batch_size = batch_size // jax.process_count()
-    self.seq_len, self.vocab_size, self.seed = seq_len, vocab_size, seed
+    super().__init__(batch_size, seed)
+    self.seq_len, self.vocab_size = seq_len, vocab_size
     rng = np.random.default_rng(chain_seed)
     self.transitions = rng.dirichlet(np.full(vocab_size, concentration), size=vocab_size)
-    self._position = 0
 
   def entropy_rate(self) -> float:
     """Nats per token of the chain under its stationary distribution."""
@@ -44,12 +37,7 @@ class MarkovChainData:
     logs = np.log(np.where(self.transitions > 0, self.transitions, 1.0))
     return float(-(stationary * (self.transitions * logs).sum(axis=1)).sum())
 
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([self.seed, jax.process_index(), self._position])
-    self._position += 1
+  def make_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     tokens = np.empty((self.local_batch_size, self.seq_len), np.int32)
     tokens[:, 0] = rng.integers(0, self.vocab_size, self.local_batch_size)
     cumulative = np.cumsum(self.transitions, axis=1)
@@ -58,12 +46,6 @@ class MarkovChainData:
       tokens[:, t] = np.minimum((u > cumulative[tokens[:, t - 1]]).sum(axis=1),
                                 self.vocab_size - 1)
     return {"tokens": tokens}
-
-  def get_state(self) -> dict:
-    return {"position": self._position}
-
-  def set_state(self, state: dict) -> None:
-    self._position = int(state["position"])
 
 
 @gin.configurable

@@ -9,30 +9,27 @@ the best possible loss per target token is known exactly (`entropy`).
 from typing import Optional
 
 import gin
-import jax
 import numpy as np
 
 from soundlm.audiolm.layouts import Layout
+from soundlm.io.iterators import SeededIterator
 
 
 @gin.configurable(module="soundlm.audiolm")
-class MarkovStageData:
-  """Batches {'tokens': [B, L]} of one stage; a data iterator for the trainer.
+class MarkovStageData(SeededIterator):
+  """Batches {'tokens': [B / hosts, L]} of one stage; a data iterator for the trainer.
 
   `num_frames` counts semantic frames in stages 1-2 and acoustic frames in
-  stage 3 (default: one training crop). The chain is drawn from `chain_seed`;
-  each batch is a pure function of (seed, host, batch index), so an eval
-  iterator with another `seed` sees fresh sequences of the same process.
+  stage 3 (default: one training crop). The chain is drawn from `chain_seed`,
+  the sequences from `seed`, so an eval iterator with another `seed` sees
+  fresh sequences of the same process.
   """
 
   def __init__(self, layout: Layout = gin.REQUIRED, batch_size: int = 16,
                num_frames: Optional[int] = None, seed: int = 0, chain_seed: int = 0,
                concentration: float = 0.2):
-    if batch_size % jax.process_count():
-      raise ValueError(f"batch_size {batch_size} is not divisible by "
-                       f"{jax.process_count()} hosts")
-    self.layout, self.seed = layout, seed
-    self.local_batch_size = batch_size // jax.process_count()
+    super().__init__(batch_size, seed)
+    self.layout = layout
     if num_frames is None:
       num_frames = (layout.crop_acoustic_frames if layout.stage == "fine"
                     else layout.crop_semantic_frames)
@@ -45,7 +42,6 @@ class MarkovStageData:
     values, vectors = np.linalg.eig(self.transitions.T)
     stationary = np.abs(np.real(vectors[:, np.argmin(np.abs(values - 1))]))
     self.stationary = stationary / stationary.sum()
-    self._position = 0
 
   def entropy(self) -> float:
     """Nats per target token of the best predictor (the chain itself)."""
@@ -65,13 +61,8 @@ class MarkovStageData:
                                 len(self.stationary) - 1)
     return states
 
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
+  def make_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     layout, batch = self.layout, self.local_batch_size
-    rng = np.random.default_rng([self.seed, jax.process_index(), self._position])
-    self._position += 1
     targets = self._chain(rng, layout.target_length(self.num_frames))
     if layout.stage == "semantic":
       return {"tokens": layout.to_sequence(semantic=targets)}
@@ -83,9 +74,3 @@ class MarkovStageData:
                           (batch, self.num_frames, layout.num_coarse_levels))
     codes = np.concatenate([coarse, targets.reshape(batch, self.num_frames, -1)], axis=-1)
     return {"tokens": layout.to_sequence(codes=codes)}
-
-  def get_state(self) -> dict:
-    return {"position": self._position}
-
-  def set_state(self, state: dict) -> None:
-    self._position = int(state["position"])

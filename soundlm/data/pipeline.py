@@ -16,6 +16,7 @@ import numpy as np
 
 from soundlm.data.tasks import TaskSpec
 from soundlm.io import tf_env
+from soundlm.io.iterators import check_identity, host_split
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -30,16 +31,9 @@ class TaskData:
                split: str = "train", seed: int = 0, shuffle: bool = True,
                host_index: int | None = None,
                num_hosts: int | None = None):
-    import jax
-
-    self.host = jax.process_index() if host_index is None else host_index
-    self.num_hosts = jax.process_count() if num_hosts is None else num_hosts
-    if not 0 <= self.host < self.num_hosts:
-      raise ValueError(f"host_index: expected 0..{self.num_hosts - 1}, got {self.host}")
-    if batch_size % self.num_hosts:
-      raise ValueError(f"batch_size: {batch_size} is not divisible by {self.num_hosts} hosts")
+    self.host, self.num_hosts, self.local_batch_size = host_split(batch_size, host_index,
+                                                                  num_hosts)
     self.task, self.batch_size, self.split = task, batch_size, split
-    self.local_batch_size = batch_size // self.num_hosts
     self.seed, self.shuffle = seed, shuffle
     self._epoch, self._batch_in_epoch, self._iterator = 0, 0, None
 
@@ -85,10 +79,6 @@ class TaskData:
     return dict(self._identity(), epoch=self._epoch, batch_in_epoch=self._batch_in_epoch)
 
   def set_state(self, state: dict):
-    mismatched = {k: (state.get(k), v) for k, v in self._identity().items()
-                  if state.get(k) != v}
-    if mismatched:
-      raise ValueError("state: saved by a different input pipeline; (saved, this) = "
-                       f"{mismatched}")
+    check_identity(state, self._identity(), "TaskData")
     self._epoch, self._batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
     self._iterator = None

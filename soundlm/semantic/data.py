@@ -1,23 +1,21 @@
-"""Random fixed-length crops of a speech corpus for w2v-BERT pre-training.
-
-Numpy only. Batch i of host h is drawn from a generator seeded by
-(seed, h, i), so the position to restore is just the batch counter.
-"""
+"""Random fixed-length crops of a speech corpus for w2v-BERT pre-training
+(numpy only, resumable)."""
 import gin
-import jax
 import numpy as np
 
+from soundlm.io import corpus
+from soundlm.io.iterators import SeededIterator
 from soundlm.semantic.features import SAMPLE_RATE
 
 
 @gin.configurable
-class SpeechCrops:
-  """Iterator of {'wav': float32 [batch_size, crop]} from the built-in corpus's
-  speech (or one made under `root` by `python -m soundlm.io.corpus.make`)."""
+class SpeechCrops(SeededIterator):
+  """Batches {'wav': float32 [batch_size / hosts, crop]} from the built-in
+  corpus's speech (or one made under `root` by `python -m soundlm.io.corpus.make`)."""
 
   def __init__(self, batch_size: int = 8, crop_seconds: float = 2.0, split: str = "train",
                root: str | None = None, seed: int = 0):
-    from soundlm.io import corpus
+    super().__init__(batch_size, seed)
     clips = corpus.load_builtin(split, "speech", root=root)
     if not clips:
       raise ValueError(f"no speech clips in split {split!r}")
@@ -30,24 +28,11 @@ class SpeechCrops:
       raise ValueError(f"crop_seconds={crop_seconds} is longer than clip {shortest.path} "
                        f"({shortest.waveform.size / SAMPLE_RATE:.2f} s)")
     self.waveforms = [clip.waveform for clip in clips]
-    self.batch_size, self.seed, self.step = batch_size, seed, 0
 
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([self.seed, jax.process_index(), self.step])
-    self.step += 1
-    picks = rng.integers(0, len(self.waveforms), self.batch_size)
+  def make_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     crops = []
-    for i in picks:
+    for i in rng.integers(0, len(self.waveforms), self.local_batch_size):
       wav = self.waveforms[i]
       start = rng.integers(0, wav.size - self.crop + 1)
       crops.append(wav[start:start + self.crop])
     return {"wav": np.stack(crops).astype(np.float32)}
-
-  def get_state(self) -> dict:
-    return {"step": self.step}
-
-  def set_state(self, state: dict) -> None:
-    self.step = int(state["step"])

@@ -7,13 +7,15 @@ learns the process predicts level q from the coarser levels (or level 0 from
 the semantic tokens) with accuracy near 1 - noise * (1 - 1/K).
 """
 import gin
-import jax
 import numpy as np
+
+from soundlm.io.iterators import SeededIterator
 
 
 @gin.configurable
-class KnownProcessCodes:
-  """Data iterator of {'semantic': int32 [B, T/r], 'codes': int32 [B, T, Q]}.
+class KnownProcessCodes(SeededIterator):
+  """Data iterator of {'semantic': int32 [B', T/r], 'codes': int32 [B', T, Q]},
+  B' = B / hosts.
 
   `process_seed` fixes the process (its tables); `seed` the samples drawn
   from it, so training and evaluation data share a process but not examples.
@@ -27,26 +29,21 @@ class KnownProcessCodes:
                        f"frames_per_semantic_token = {frames_per_semantic_token}")
     if not 0.0 <= noise <= 1.0:
       raise ValueError(f"noise must be in [0, 1], got {noise}")
-    if batch_size % jax.process_count():
-      raise ValueError(f"batch_size = {batch_size} is not divisible by "
-                       f"{jax.process_count()} hosts")
-    self.local_batch = batch_size // jax.process_count()
+    super().__init__(batch_size, seed)
     self.num_frames, self.num_levels = num_frames, num_levels
     self.codebook_size, self.semantic_vocab = codebook_size, semantic_vocab
-    self.noise, self.frames_per_token, self.seed = noise, frames_per_semantic_token, seed
+    self.noise, self.frames_per_token = noise, frames_per_semantic_token
     tables = np.random.default_rng(process_seed)
     self.semantic_to_code = tables.integers(0, codebook_size, semantic_vocab)
     self.level_maps = tables.integers(0, codebook_size, (num_levels, codebook_size))
-    self.step = 0
 
   def _noisy(self, rng, codes):
     replace = rng.random(codes.shape) < self.noise
     return np.where(replace, rng.integers(0, self.codebook_size, codes.shape), codes)
 
-  def batch_for(self, step: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng((self.seed, jax.process_index(), step))
+  def make_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     semantic = rng.integers(0, self.semantic_vocab,
-                            (self.local_batch, self.num_frames // self.frames_per_token))
+                            (self.local_batch_size, self.num_frames // self.frames_per_token))
     level = self._noisy(rng, self.semantic_to_code[
         np.repeat(semantic, self.frames_per_token, axis=1)])
     levels = [level]
@@ -61,17 +58,3 @@ class KnownProcessCodes:
     if level == 0:
       return self.semantic_to_code[np.repeat(semantic, self.frames_per_token, axis=1)]
     return self.level_maps[level][coarser]
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = self.batch_for(self.step)
-    self.step += 1
-    return batch
-
-  def get_state(self) -> dict:
-    return {"step": self.step}
-
-  def set_state(self, state: dict) -> None:
-    self.step = int(state["step"])
