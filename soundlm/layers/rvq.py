@@ -45,22 +45,22 @@ def nearest(x, codebook):
 
 
 def kmeans_plus_plus(x, num_clusters: int, rng):
-  """k-means++ seeding: each new centre is a frame drawn with probability ~ its
-  squared distance to the nearest centre so far."""
-  first_rng, rng = jax.random.split(rng)
-  centroids = jnp.zeros((num_clusters, x.shape[1]), x.dtype)
-  centroids = centroids.at[0].set(x[jax.random.randint(first_rng, (), 0, x.shape[0])])
-  nearest_sq = jnp.sum((x - centroids[0]) ** 2, -1)
+  """k-means++ seeding of [N, D] rows -> [num_clusters, D]: each new centre is a
+  row drawn with probability ~ its squared distance to the nearest centre so
+  far. The codebooks here and the semantic tokenizer's k-means both seed with it."""
+  first = jax.random.randint(rng, (), 0, x.shape[0])
 
   def pick(i, state):
-    centroids, nearest_sq = state
-    logits = jnp.log(jnp.maximum(nearest_sq, 0.0) + 1e-20)
-    frame = x[jax.random.categorical(jax.random.fold_in(rng, i), logits)]
-    nearest_sq = jnp.minimum(nearest_sq, jnp.sum((x - frame) ** 2, -1))
-    return centroids.at[i].set(frame), nearest_sq
+    centroids, nearest_sq, key = state
+    key, sub = jax.random.split(key)
+    row = x[jax.random.categorical(sub, jnp.log(jnp.maximum(nearest_sq, 1e-30)))]
+    nearest_sq = jnp.minimum(nearest_sq, jnp.sum((x - row) ** 2, -1))
+    return centroids.at[i].set(row), nearest_sq, key
 
-  centroids, _ = jax.lax.fori_loop(1, num_clusters, pick, (centroids, nearest_sq))
-  return centroids
+  centroids = jnp.zeros((num_clusters, x.shape[1]), x.dtype).at[0].set(x[first])
+  nearest_sq = jnp.sum((x - x[first]) ** 2, -1)
+  return jax.lax.fori_loop(1, num_clusters, pick,
+                           (centroids, nearest_sq, jax.random.fold_in(rng, 1)))[0]
 
 
 def kmeans(x, num_clusters: int, iterations: int, rng):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from soundlm import partitioning
+from soundlm.layers.rvq import kmeans_plus_plus
 
 _FORMAT_VERSION = 2  # 2 adds `model`; files of version 1 load with model=None
 
@@ -106,23 +107,6 @@ def _statistics(x, weights, centroids):
   return sums, one_hot.sum(axis=0), jnp.sum(d2 * weights)
 
 
-def kmeans_plus_plus(rng: jax.Array, x: jax.Array, k: int) -> jax.Array:
-  """k rows of x chosen by k-means++ (each next one with probability ∝ D²)."""
-  first = jax.random.randint(rng, (), 0, x.shape[0])
-
-  def body(i, carry):
-    centroids, d2, key = carry
-    key, sub = jax.random.split(key)
-    pick = jax.random.categorical(sub, jnp.log(jnp.maximum(d2, 1e-30)))
-    centroids = centroids.at[i].set(x[pick])
-    d2 = jnp.minimum(d2, jnp.sum((x - x[pick]) ** 2, axis=1))
-    return centroids, d2, key
-
-  centroids = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
-  d2 = jnp.sum((x - x[first]) ** 2, axis=1)
-  return jax.lax.fori_loop(1, k, body, (centroids, d2, jax.random.fold_in(rng, 1)))[0]
-
-
 class _Batches:
   """Fixed-size (padded, weighted) batches, placed over the mesh's batch axes."""
 
@@ -178,7 +162,7 @@ def fit_kmeans(embeddings, num_clusters: int = 1024, *, init: str = "kmeans++",
   key = jax.random.key(seed)
   if init == "kmeans++":
     sample = x[rng.permutation(x.shape[0])[:max(init_sample_size, num_clusters)]]
-    centroids = kmeans_plus_plus(key, jnp.asarray(sample), num_clusters)
+    centroids = kmeans_plus_plus(jnp.asarray(sample), num_clusters, key)
   else:
     centroids = jnp.asarray(x[rng.choice(x.shape[0], num_clusters, replace=False)])
   batches = _Batches(x, batch_size, mesh)
