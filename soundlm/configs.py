@@ -72,7 +72,7 @@ def write(workdir: str, config) -> None:
   directory.mkdir(parents=True, exist_ok=True)
   temporary = directory / f".{MODEL_FILE}.tmp"
   temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-  temporary.rename(directory / MODEL_FILE)
+  temporary.replace(directory / MODEL_FILE)
 
 
 def read(workdir: str) -> tuple[str, dict]:

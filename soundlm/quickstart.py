@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from soundlm import trainer
 from soundlm.io import corpus
 from soundlm.io.audio import write_wav
 
@@ -89,7 +90,10 @@ def run_step(step: Step, out: str, timings: dict) -> None:
       log.write(line)
       if PROGRESS.search(line):
         print(f"  [{step.name}] {line.rstrip()[:160]}", flush=True)
-  if process.wait() != 0:
+  if process.wait() == trainer.PREEMPTED_EXIT_CODE:
+    raise RuntimeError(f"step {step.name} was preempted after saving a checkpoint; run "
+                       f"the quickstart again to resume it (see {log_path})")
+  if process.returncode != 0:
     raise RuntimeError(f"step {step.name} failed (exit {process.returncode}); "
                        f"see {log_path}")
   if step.argv[0] == "soundlm.train":

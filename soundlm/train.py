@@ -3,10 +3,13 @@
 What is trained, on which data and mesh, is all chosen in gin:
 `train.task`, `train.data` and optionally `train.eval_data`, plus the
 `Trainer.*`, `make_mesh.*` and `logical_axis_rules.*` settings.
+
+Exit status: 0 when `num_steps` are done, 1 on a non-finite step, 2 for bad
+flags or gin, and 75 (`trainer.PREEMPTED_EXIT_CODE`) when a SIGTERM stopped
+the run after saving its step: run the same command again to resume.
 """
 import argparse
 import logging
-import os
 import sys
 
 import gin
@@ -21,7 +24,8 @@ def train(workdir: str, task=gin.REQUIRED, data=gin.REQUIRED, eval_data=None):
   """Builds the mesh and trainer from gin and trains; returns the trainer."""
   mesh = partitioning.make_mesh()
   trainer = trainer_lib.Trainer(task, data, workdir, eval_data=eval_data, mesh=mesh,
-                                rules=partitioning.logical_axis_rules())
+                                rules=partitioning.logical_axis_rules(),
+                                run_config=gin.config_str())
   trainer.run()
   return trainer
 
@@ -38,15 +42,12 @@ def main(argv=None):
   except (FileNotFoundError, ValueError) as error:
     parser.exit(2, f"error: {error}\n")
   partitioning.initialize_distributed()
-  os.makedirs(args.workdir, exist_ok=True)
-  with open(os.path.join(args.workdir, "config.gin"), "w") as f:
-    f.write(gin.config_str())
   try:
-    train(args.workdir)
+    trainer = train(args.workdir)
   except trainer_lib.NonFiniteLossError as error:
     logging.error("%s", error)
     return 1
-  return 0
+  return trainer_lib.PREEMPTED_EXIT_CODE if trainer.preempted else 0
 
 
 if __name__ == "__main__":

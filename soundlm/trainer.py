@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 
 from soundlm import checkpoints
 from soundlm import configs
@@ -64,7 +65,13 @@ class DataIterator(Protocol):
 
 
 class NonFiniteLossError(RuntimeError):
-  """Raised when a step produces a NaN/Inf loss or gradient; nothing is saved."""
+  """Raised when a step produces a NaN/Inf loss, gradient, parameter, optimizer
+  state or collection; that step's state is discarded and nothing is saved."""
+
+
+# The exit status of a run that stopped early on SIGTERM after saving its step:
+# EX_TEMPFAIL, "try again". Launchers and the quickstart resume such a run.
+PREEMPTED_EXIT_CODE = 75
 
 
 @gin.configurable
@@ -145,7 +152,7 @@ class Trainer:
                eval_data: Callable[[], Iterator[dict]] | None = None,
                eval_every: int = 0, eval_steps: int = 1,
                mesh: jax.sharding.Mesh | None = None, rules=None,
-               async_checkpoints: bool = True):
+               async_checkpoints: bool = True, run_config: str | None = None):
     if num_steps < 1 or microbatches < 1 or log_every < 1:
       raise ValueError("num_steps, microbatches and log_every must be >= 1, got "
                        f"{num_steps}, {microbatches}, {log_every}")
@@ -160,7 +167,8 @@ class Trainer:
     self.checkpointer = checkpoints.Checkpointer(
         os.path.join(workdir, "checkpoints"), checkpoint_every, keep_checkpoints,
         async_checkpoints)
-    self._preempted = False
+    self.run_config = run_config  # the run's gin config, saved as config.gin
+    self.preempted = False
 
   # --- state -------------------------------------------------------------
 
@@ -270,6 +278,10 @@ class Trainer:
       metrics.update(phase_metrics)
       finite &= phase_finite
     new_state = {**new_state, "step": state["step"] + 1}
+    # A finite loss can still leave NaN/Inf parameters or moments (a huge
+    # learning rate): the step counts as finite only if everything it wrote is.
+    for part in ("params", "opt_state", "collections"):
+      finite &= _all_finite(new_state[part])
     # A non-finite step leaves the state as it was; the host loop stops.
     new_state = _select(finite, new_state, state)
     metrics["finite"] = finite
@@ -286,7 +298,7 @@ class Trainer:
   def _on_sigterm(self, signum, frame):
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint after this step")
-    self._preempted = True
+    self.preempted = True
 
   def _evaluate(self, state, step, writer):
     evaluate = getattr(self.task, "evaluate", None)
@@ -322,9 +334,19 @@ class Trainer:
                        f"({type(config).FAMILY}: {configs.to_dict(config)}); "
                        "use a new work dir")
 
+  def _write_run_config(self):
+    """Saves the run's gin config once the state exists (created or restored), so
+    a refused restart leaves the work dir's config.gin as it was."""
+    if self.run_config is None or jax.process_index() != 0:
+      return
+    path = epath.Path(self.workdir) / "config.gin"
+    temporary = path.parent / ".config.gin.tmp"
+    temporary.write_text(self.run_config)
+    temporary.replace(path)
+
   def run(self) -> dict[str, float]:
     """Trains to `num_steps`, resuming from the latest checkpoint; returns the
-    last logged metrics. A SIGTERM saves and returns early."""
+    last logged metrics. A SIGTERM saves and returns early with `preempted` set."""
     self._record_model_config()
     first_batch = partitioning.global_batch(next(self.data), self.mesh)
     abstract = self.abstract_state(first_batch)
@@ -339,6 +361,7 @@ class Trainer:
       pending = None
       logging.info("resumed from step %d", int(state["step"]))
     step = int(state["step"])
+    self._write_run_config()
     writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
     previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
     last_metrics: dict[str, float] = {}
@@ -358,10 +381,10 @@ class Trainer:
           if not bool(metrics["finite"]):
             self.checkpointer.wait()
             raise NonFiniteLossError(
-                f"non-finite loss or gradient at step {step}: "
+                f"non-finite loss, gradient or state at step {step}: "
                 f"{_format(jax.device_get(metrics))}; last good checkpoint: step "
                 f"{self.checkpointer.latest_step()} in {self.checkpointer.directory}")
-          if step % self.log_every == 0 or step == self.num_steps or self._preempted:
+          if step % self.log_every == 0 or step == self.num_steps or self.preempted:
             metrics = jax.device_get(metrics)
             metrics.pop("finite")
             rate = window_steps / max(time.time() - window_start, 1e-9)
@@ -372,10 +395,10 @@ class Trainer:
                          _duration((self.num_steps - step) / rate))
             window_start, window_steps = time.time(), 0
           self.checkpointer.save(step, state, self.data.get_state(),
-                                 force=self._preempted or step == self.num_steps)
+                                 force=self.preempted or step == self.num_steps)
           if self.eval_every and step % self.eval_every == 0:
             self._evaluate(state, step, writer)
-          if self._preempted:
+          if self.preempted:
             logging.warning("preempted: saved step %d, exiting", step)
             break
     finally:
@@ -384,6 +407,13 @@ class Trainer:
       writer.close()
     self.state = state
     return last_metrics
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [x for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else (
+      jnp.array(True))
 
 
 def _format(metrics: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from soundlm import trainer
 from tests import toy_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +38,7 @@ def test_sigterm_saves_and_resume_neither_repeats_nor_skips(tmp_path):
     time.sleep(0.2)
   process.send_signal(signal.SIGTERM)
   output, _ = process.communicate(timeout=120)
-  assert process.returncode == 0, output
+  assert process.returncode == trainer.PREEMPTED_EXIT_CODE, output
   assert "preempted: saved step" in output
 
   import orbax.checkpoint as ocp
@@ -65,3 +66,14 @@ def test_missing_gin_file_and_bad_binding_are_clear_errors(tmp_path):
   bad = _run(tmp_path, "--gin_bindings=Trainer.num_stepz = 3")
   assert bad.returncode == 2
   assert "invalid gin configuration" in bad.stderr and "num_stepz" in bad.stderr
+
+
+def test_a_refused_restart_leaves_the_work_dir_untouched(tmp_path):
+  first = _run(tmp_path, "--gin_bindings=Trainer.num_steps = 2",
+               "--gin_bindings=Trainer.checkpoint_every = 2")
+  assert first.returncode == 0, first.stderr
+  saved = (tmp_path / "config.gin").read_bytes()
+  assert b"ToyLanguageModel.embed_dim = 32" in saved
+  wider = _run(tmp_path, "--gin_bindings=Trainer.num_steps = 4", "--gin.ToyLanguageModel.embed_dim=64")
+  assert wider.returncode != 0
+  assert (tmp_path / "config.gin").read_bytes() == saved

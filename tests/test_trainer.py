@@ -108,3 +108,17 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert int(restored["step"]) == 4 and data_state["position"] == 4
   leaves = jax.tree_util.tree_leaves(restored["params"])
   assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+
+
+def test_a_finite_loss_that_leaves_infinite_parameters_is_refused(tmp_path):
+  # Adam moves each parameter by about the learning rate: 1e39 overflows float32
+  # while the loss and gradient of step 1 are still finite.
+  task = toy_lm.ToyLanguageModelTask(
+      toy_lm.ToyLanguageModel(vocab_size=16, embed_dim=16, num_layers=1, num_heads=2,
+                              mlp_dim=32),
+      trainer.make_optimizer(learning_rate=1e39, warmup_steps=0, clip_norm=None))
+  run = toy_setup.make_trainer(tmp_path, task=task, checkpoint_every=1)
+  with pytest.raises(trainer.NonFiniteLossError,
+                     match="state at step 1.*last good checkpoint: step None"):
+    run.run()
+  assert run.checkpointer.all_steps() == []
