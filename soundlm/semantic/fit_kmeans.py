@@ -64,7 +64,8 @@ def main(argv=None):
   parser.add_argument("--num_iters", type=int, default=50)
   parser.add_argument("--out", required=True, help="k-means file to write (.npz)")
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                      force=True)  # orbax, imported with the models, adds a handler
   corpus = args.corpus
   if args.corpus_root:
     corpus = f"folder:{os.path.join(args.corpus_root, 'speech')}"
@@ -76,7 +77,7 @@ def main(argv=None):
     tokens = read_token_config(run_config(args.w2v_bert_workdir))
     layer = tokens.layer if args.layer is None else args.layer
     num_clusters = args.num_clusters or tokens.num_clusters
-    embedder = SemanticEmbedder.from_checkpoints(args.w2v_bert_workdir, layer)
+    embedder = SemanticEmbedder.load(args.w2v_bert_workdir, layer)
   else:
     if args.layer is None:
       parser.error("--layer is required with --hf_dir")
