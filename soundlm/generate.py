@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 
+from soundlm import rng as rng_lib
 from soundlm.audiolm.api import AudioLM
 from soundlm.audiolm.decoding import SamplingConfig
 from soundlm.codec.api import Codec
@@ -82,10 +83,6 @@ class Pipeline:
     soundstorm = SoundStorm.random(config, seed=seed, mesh=mesh, rules=rules, **sizes)
     return cls(codec, tokenizer, audiolm, soundstorm, **kwargs)
 
-  @classmethod
-  def from_gin(cls) -> "Pipeline":
-    return load_pipeline()
-
   # --- inputs --------------------------------------------------------------
 
   def load_prompt(self, path: str) -> np.ndarray:
@@ -112,7 +109,8 @@ class Pipeline:
     """Audio float32 [B, duration x sample_rate].
 
     prompts: float32 [B, N] at the codec's sample rate, or None (then
-    `batch_size` unconditional examples). The prompt is used in whole
+    `batch_size` unconditional examples). rng: a seed, one key, or one key
+    per example (`soundlm.rng`); an example's audio depends on its own key only. The prompt is used in whole
     semantic frames (`samples_per_semantic` samples each); with
     `keep_prompt` those samples start the output unchanged.
     """
@@ -122,22 +120,22 @@ class Pipeline:
     if acoustic == "soundstorm" and self.soundstorm is None:
       raise ValueError("acoustic='soundstorm' but the pipeline has no SoundStorm model")
     temperature = self.temperature if temperature is None else float(temperature)
-    rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
     num_semantic = self._frames(duration)
     semantic_prompt, prompt_codes, kept = self._encode_prompt(
         prompts, duration, num_semantic, batch_size)
+    keys = rng_lib.row_keys(rng, semantic_prompt.shape[0])
     config = SamplingConfig(temperature=temperature)
     semantic = self._continue_semantic(semantic_prompt, num_semantic,
-                                       jax.random.fold_in(rng, 1), config)
+                                       rng_lib.fold_rows(keys, 1), config)
     num_frames = num_semantic * self.frames_per_semantic
     if acoustic == "soundstorm":
       codes = self.soundstorm.generate(
-          semantic, num_frames, prompt_codes=prompt_codes, rng=jax.random.fold_in(rng, 2),
+          semantic, num_frames, prompt_codes=prompt_codes, rng=rng_lib.fold_rows(keys, 2),
           temperature=temperature)
     else:
-      coarse = self._continue_coarse(semantic, prompt_codes, jax.random.fold_in(rng, 2),
+      coarse = self._continue_coarse(semantic, prompt_codes, rng_lib.fold_rows(keys, 2),
                                      config)
-      codes = self.audiolm.generate_fine(coarse, jax.random.fold_in(rng, 3),
+      codes = self.audiolm.generate_fine(coarse, rng_lib.fold_rows(keys, 3),
                                          prompt_codes=prompt_codes, config=config)
     audio = np.array(self.codec.decode(codes))
     if keep_prompt and kept is not None:
@@ -200,12 +198,11 @@ class Pipeline:
                      ) -> np.ndarray:
     """The decode job's batch: items of one duration, options and prompt shape."""
     first = items[0]
-    options = dict(first.options)
-    rng = jax.random.key(0)
-    for item in items:  # the batch's key depends on every item's seed
-      rng = jax.random.fold_in(rng, item.seed)
+    # Each item draws from its own seed, whatever batch it lands in.
+    keys = jax.numpy.stack([jax.random.key(item.seed) for item in items])
     stacked = None if prompts[0] is None else np.stack(prompts)
-    return self.generate(stacked, first.duration, rng, batch_size=len(items), **options)
+    return self.generate(stacked, first.duration, keys, batch_size=len(items),
+                         **dict(first.options))
 
 
 @gin.configurable

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from soundlm import partitioning
+from soundlm import rng as rng_lib
 from soundlm.audiolm.decoding import Decoder, SamplingConfig, mask_invalid, sample_token
 from soundlm.audiolm.layouts import Layout
 from soundlm.audiolm.model import DecoderLM, ModelConfig
@@ -70,7 +71,7 @@ def test_model_is_causal(setup):
 
 def test_sample_token_filters():
   logits = jnp.log(jnp.array([[0.05, 0.5, 0.3, 0.15, 0.0]]) + 1e-9).repeat(4000, 0)
-  keys = jax.random.key(0)
+  keys = rng_lib.row_keys(0, logits.shape[0])
   draw = lambda cfg, low=0, high=5: np.asarray(sample_token(logits, keys, low, high, cfg))  # noqa: E731
   assert set(draw(SamplingConfig(temperature=0.0))) == {1}
   assert set(draw(SamplingConfig(top_k=1))) == {1}

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from soundlm import rng as rng_lib
 from soundlm.audiolm.model import DecoderLM
 from soundlm.bench import audiolm as bench
 from soundlm.bench import common
@@ -28,7 +29,7 @@ def test_prefill_then_decode_loop_is_generate():
   window = bench.default_window(decoder.layout, steps=3)
   prompt = jnp.asarray(np.random.default_rng(0).integers(
       0, decoder.layout.vocab_size, (2, window.prompt)), jnp.int32)
-  rng = jax.random.key(3)
+  rng = rng_lib.row_keys(3, 2)  # one key per row, as Decoder.generate makes them
   prefill, decode = bench.decode_functions(decoder, window)
   logits, cache = prefill(params, prompt)
   tokens = decode(params, cache, logits, rng, jnp.int32(window.targets))

@@ -26,6 +26,7 @@ LAYERS = (
         "soundlm.trainer",
         "soundlm.configs",
         "soundlm.gin_utils",
+        "soundlm.rng",
         "soundlm.tokens",
     )),
     ("models", (

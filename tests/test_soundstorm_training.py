@@ -41,7 +41,7 @@ def test_per_level_accuracy_well_above_chance(workdir):
 def test_restored_model_generates_codes_that_follow_the_process(workdir):
   storm = SoundStorm.load(workdir)
   gin.clear_config()
-  assert storm.model.num_levels == LEVELS and storm.model.embed_dim == 32
+  assert storm.model.num_levels == LEVELS and storm.model.config.embed_dim == 32
   process = KnownProcessCodes(batch_size=8, num_frames=32, num_levels=LEVELS,
                               codebook_size=CODES, semantic_vocab=SEMANTIC, seed=7)
   batch = process.batch_for(0)

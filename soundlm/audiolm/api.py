@@ -15,7 +15,6 @@ equal a single-device run.
 from typing import Mapping, Optional
 
 import flax.linen as nn
-import jax
 import numpy as np
 
 from soundlm import models
@@ -26,10 +25,6 @@ from soundlm.audiolm.model import ModelConfig, StageConfig
 
 SHARED_LAYOUT_FIELDS = ("semantic_vocab", "codebook_size", "num_levels",
                         "num_coarse_levels", "semantic_rate_hz", "acoustic_rate_hz")
-
-
-def _as_key(rng):
-  return jax.random.key(int(rng)) if isinstance(rng, (int, np.integer)) else rng
 
 
 def _decoder(model: models.Model):
@@ -109,7 +104,7 @@ class AudioLM:
     """Semantic tokens [B, P + num_frames]: `prompt_tokens` [B, P] continued."""
     decoder, params = self.stages["semantic"]
     return sampling.generate_semantic(decoder, params, prompt_tokens, num_frames,
-                                      _as_key(rng), config=self._config(config),
+                                      rng, config=self._config(config),
                                       context_frames=context_frames)
 
   def generate_coarse(self, semantic, prompt_codes=None, rng=0, *,
@@ -117,7 +112,7 @@ class AudioLM:
                       context_frames: Optional[int] = None) -> np.ndarray:
     """Coarse codes [B, r * S, Q'] for semantic [B, S], continuing `prompt_codes`."""
     decoder, params = self.stages["coarse"]
-    return sampling.generate_coarse(decoder, params, semantic, _as_key(rng),
+    return sampling.generate_coarse(decoder, params, semantic, rng,
                                     prompt_codes=prompt_codes, config=self._config(config),
                                     context_frames=context_frames)
 
@@ -125,6 +120,6 @@ class AudioLM:
                     config: Optional[SamplingConfig] = None) -> np.ndarray:
     """All levels [B, T, Q] for coarse codes [B, T, >=Q'], keeping `prompt_codes`."""
     decoder, params = self.stages["fine"]
-    return sampling.generate_fine(decoder, params, coarse_codes, _as_key(rng),
+    return sampling.generate_fine(decoder, params, coarse_codes, rng,
                                   prompt_codes=prompt_codes, config=self._config(config))
 

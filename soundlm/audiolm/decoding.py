@@ -9,8 +9,9 @@ PAD or START): everything else gets -inf before temperature, top-k and top-p.
 With a mesh, parameters follow the logical partitioning rules (e.g. heads,
 feed-forward units and vocabulary over 'tensor'), the batch and the KV cache
 are split over ('data', 'fsdp') and the cache's heads over whatever 'heads'
-maps to. Step keys come from `fold_in(rng, step)` and sampling draws with the
-partitionable threefry generator, so a sharded run equals a single-device one.
+maps to. Each row has its own key and step s draws with `fold_in(key, s)`
+(partitionable threefry), so a sharded run equals a single-device one and a
+row's tokens never depend on the other rows of its batch.
 """
 import dataclasses
 import functools
@@ -23,6 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from soundlm import partitioning
+from soundlm import rng as rng_lib
 from soundlm.audiolm.layouts import Layout
 from soundlm.audiolm.model import DecoderLM
 
@@ -53,14 +55,15 @@ def mask_invalid(logits, low, high):
   return jnp.where((ids >= low) & (ids < high), logits, -jnp.inf)
 
 
-def sample_token(logits, rng, low, high, config: SamplingConfig):
-  """One id per row of `logits` [B, V], drawn from [low, high) only."""
+def sample_token(logits, keys, low, high, config: SamplingConfig):
+  """One id per row of `logits` [B, V], drawn from [low, high) only, row b
+  with its own key `keys[b]`."""
   logits = mask_invalid(logits.astype(jnp.float32), low, high)
   if config.temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits / config.temperature
   if config.top_k == 0 and config.top_p == 1:
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+    return rng_lib.categorical_rows(keys, logits).astype(jnp.int32)
   if config.top_k:
     values, ids = jax.lax.top_k(logits, min(config.top_k, logits.shape[-1]))
   else:
@@ -71,7 +74,7 @@ def sample_token(logits, rng, low, high, config: SamplingConfig):
     # Keep the smallest prefix whose mass reaches top_p (the top id always).
     keep = (jnp.cumsum(probs, axis=-1) - probs) < config.top_p
     values = jnp.where(keep, values, -jnp.inf)
-  choice = jax.random.categorical(rng, values, axis=-1)
+  choice = rng_lib.categorical_rows(keys, values)
   return jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
@@ -119,15 +122,16 @@ class Decoder:
                                          decode=True, mutable=["cache"])
     return logits[:, -1], self._constrain_cache(variables["cache"])
 
-  def decode_loop(self, params, cache, logits, rng, target_offset, num_steps: int,
+  def decode_loop(self, params, cache, logits, keys, target_offset, num_steps: int,
                   config: SamplingConfig):
     """Samples `num_steps` tokens; `logits` [B, V] predict the first of them.
 
     The first token is target position `target_offset`; returns [B, num_steps].
+    Row b's token at step s is drawn with `fold_in(keys[b], s)`.
     """
     def sample(step, step_logits):
       low, high = self.layout.valid_range(target_offset + step)
-      return sample_token(step_logits, jax.random.fold_in(rng, step), low, high, config)
+      return sample_token(step_logits, rng_lib.fold_rows(keys, step), low, high, config)
 
     first = sample(0, logits)
 
@@ -140,17 +144,18 @@ class Decoder:
     _, rest = jax.lax.scan(body, (cache, first), jnp.arange(1, num_steps))
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
-  def _generate(self, params, prompt, rng, target_offset, num_steps, config):
+  def _generate(self, params, prompt, keys, target_offset, num_steps, config):
     cache = self.init_cache(params, prompt.shape[0], prompt.shape[1] + num_steps)
     logits, cache = self._step(params, cache, prompt)
-    return self.decode_loop(params, cache, logits, rng, target_offset, num_steps, config)
+    return self.decode_loop(params, cache, logits, keys, target_offset, num_steps, config)
 
   def generate(self, params, prompt, rng, *, num_steps: int, target_offset=0,
                config: SamplingConfig = SamplingConfig()):
     """Continues `prompt` [B, P] (model-sequence ids, P >= 1) by `num_steps` ids.
 
     `target_offset` is the target position of the first new token (the number
-    of targets already in the prompt). Returns int32 [B, num_steps].
+    of targets already in the prompt). `rng`: a seed, one key or one key per row
+    (`soundlm.rng.row_keys`). Returns int32 [B, num_steps].
     """
     prompt = jnp.asarray(prompt, jnp.int32)
     params = nn.meta.unbox(params)
@@ -158,11 +163,12 @@ class Decoder:
       raise ValueError(f"prompt must be [batch, length>=1], got shape {prompt.shape}")
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    prompt, valid = self.partitioner.place_batch(prompt)
+    inputs, valid = self.partitioner.place_batch(
+        {"prompt": prompt, "keys": rng_lib.row_keys(rng, prompt.shape[0])})
     with self.partitioner.activate():
       params = jax.device_put(params, self.param_shardings)
-      return self._jitted(params, prompt, rng, jnp.int32(target_offset), num_steps,
-                          config)[valid]
+      return self._jitted(params, inputs["prompt"], inputs["keys"],
+                          jnp.int32(target_offset), num_steps, config)[valid]
 
   @functools.cached_property
   def _jitted(self):
@@ -171,7 +177,7 @@ class Decoder:
       replicated = NamedSharding(self.mesh, PartitionSpec())
       kwargs = dict(in_shardings=(self.param_shardings,
                                   partitioning.batch_sharding(self.mesh, 2),
-                                  replicated, replicated),
+                                  partitioning.batch_sharding(self.mesh, 1), replicated),
                     out_shardings=partitioning.batch_sharding(self.mesh, 2))
     return jax.jit(self._generate, static_argnums=(4, 5), **kwargs)
 

@@ -15,7 +15,9 @@ long outputs are built window by window:
 
 Acoustic prompts are used, never dropped: stage 2 continues the prompt's
 coarse codes and stage 3 keeps the prompt's fine codes and continues from them.
-Each window's key is `fold_in(rng, window)`, so a call is reproducible.
+`rng` is a seed, one key, or one key per example (`soundlm.rng.row_keys`);
+each example's window w draws with `fold_in(its key, w)` (stage 3: with the
+chunk's first frame), so an example's tokens depend on its own key only.
 All inputs are [batch, ...] integer arrays; bad prompts or lengths raise
 ValueError.
 """
@@ -24,6 +26,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from soundlm import rng as rng_lib
 from soundlm.audiolm import layouts
 from soundlm.audiolm.decoding import Decoder, SamplingConfig
 
@@ -68,12 +71,13 @@ def generate_semantic(decoder: Decoder, params, prompt, num_frames: int, rng, *,
   if prompt.shape[1] >= window:
     raise ValueError(f"prompt of {prompt.shape[1]} semantic frames does not fit the "
                      f"window of {window} frames with room to generate")
+  keys = rng_lib.row_keys(rng, prompt.shape[0])
   tokens, index = prompt, 0
   while tokens.shape[1] < prompt.shape[1] + num_frames:
     known = tokens if index == 0 else tokens[:, -context:]
     steps = min(prompt.shape[1] + num_frames - tokens.shape[1], window - known.shape[1])
     ids = decoder.generate(params, layouts.semantic_sequence(known, layout.semantic_vocab),
-                           jax.random.fold_in(rng, index), num_steps=steps,
+                           rng_lib.fold_rows(keys, index), num_steps=steps,
                            target_offset=known.shape[1], config=config)
     tokens = np.concatenate([tokens, layout.targets_from_ids(np.asarray(ids))], axis=1)
     index += 1
@@ -118,6 +122,7 @@ def generate_coarse(decoder: Decoder, params, semantic, rng, *, prompt_codes=Non
   if num_prompt and num_prompt >= r * window:
     raise ValueError(f"prompt_codes of {num_prompt} frames does not fit the window of "
                      f"{r * window} frames with room to generate")
+  keys = rng_lib.row_keys(rng, batch)
   start, index = 0, 0
   while known.shape[1] < r * num_semantic:
     end = min(num_semantic, start + window)
@@ -126,7 +131,7 @@ def generate_coarse(decoder: Decoder, params, semantic, rng, *, prompt_codes=Non
                                                      layout.semantic_vocab),
                                 layout.target_ids(in_window))
     new_frames = r * end - known.shape[1]
-    ids = decoder.generate(params, prompt, jax.random.fold_in(rng, index),
+    ids = decoder.generate(params, prompt, rng_lib.fold_rows(keys, index),
                            num_steps=new_frames * levels,
                            target_offset=in_window.shape[1] * levels, config=config)
     known = np.concatenate([known, layout.targets_from_ids(np.asarray(ids))], axis=1)
@@ -174,12 +179,15 @@ def generate_fine(decoder: Decoder, params, coarse, rng, *, prompt_codes=None,
     known = int(np.clip(num_prompt - start, 0, length))
     if known < length:
       groups.setdefault((length, known), []).append(start)
-  for index, ((length, known), starts) in enumerate(sorted(groups.items())):
+  keys = rng_lib.row_keys(rng, batch)
+  for (length, known), starts in sorted(groups.items()):
     rows = lambda x: np.concatenate([x[:, s:s + length] for s in starts])  # noqa: E731
     conditioning = layouts.acoustic_ids(rows(coarse), layouts.NUM_SPECIAL,
                                         layout.codebook_size)
     prompt = layouts.with_start(conditioning, layout.target_ids(rows(fine)[:, :known]))
-    ids = decoder.generate(params, prompt, jax.random.fold_in(rng, index),
+    # A chunk's rows draw with their example's key and the chunk's first frame.
+    chunk_keys = jax.numpy.concatenate([rng_lib.fold_rows(keys, s) for s in starts])
+    ids = decoder.generate(params, prompt, chunk_keys,
                            num_steps=(length - known) * fine_levels,
                            target_offset=known * fine_levels, config=config)
     new = layout.targets_from_ids(np.asarray(ids)).reshape(len(starts), batch, -1,

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from soundlm import rng as rng_lib
 from soundlm.audiolm.decoding import CACHE_AXES, Decoder, SamplingConfig
 from soundlm.audiolm.model import DecoderLM
 from soundlm.bench import common
@@ -158,7 +159,7 @@ def measure(decoder: Decoder, params, window: Window, batch: int, repeats: int,
     (logits, cache), prefill_s = common.timed(prefill, params, prompt)
     slot_bytes = cache_bytes_per_slot(cache)
     tokens, decode_s = common.timed(decode, params, cache, logits,
-                                    jax.random.key(index),
+                                    rng_lib.row_keys(index, batch),
                                     jnp.int32(window.targets))
     return prefill_s, decode_s, slot_bytes, tokens
 

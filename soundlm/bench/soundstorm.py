@@ -39,8 +39,9 @@ def analytic_flops(model, variables, num_frames: int, batch: int) -> float:
   weights = sum(
       leaf.size for path, leaf in jax.tree_util.tree_leaves_with_path(params)
       if str(path[0].key).startswith("block_") and path[-1].key == "kernel")
-  attention = 4 * num_frames * model.num_heads * model.head_dim * model.num_layers
-  head = 2 * model.embed_dim * model.codebook_size
+  config = model.config
+  attention = 4 * num_frames * config.num_heads * config.head_dim * config.num_layers
+  head = 2 * config.embed_dim * config.codebook_size
   return float(batch * num_frames * (2 * weights + attention + head))
 
 

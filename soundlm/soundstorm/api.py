@@ -16,15 +16,10 @@ import jax
 import numpy as np
 
 from soundlm import models
+from soundlm import rng as rng_lib
 from soundlm.soundstorm import decoding
 from soundlm.soundstorm import schedule as schedule_lib
 from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
-
-
-def _as_key(rng):
-  if isinstance(rng, (int, np.integer)):
-    return jax.random.key(int(rng))
-  return rng
 
 
 def _check_ids(name: str, values: np.ndarray, limit: int):
@@ -79,7 +74,9 @@ class SoundStorm:
 
     num_frames defaults to T25 x frames_per_semantic_token and must equal it.
     prompt_codes int32 [B, Tp, Q] are kept as the first Tp frames and condition
-    the rest. schedule: iterations per level, default (16, 1, ..., 1).
+    the rest. rng: a seed, one key, or one key per example (`soundlm.rng`): an
+    example's codes depend only on its own key, never on its batch.
+    schedule: iterations per level, default (16, 1, ..., 1).
     temperature: > 0, a scalar or one per level.
     """
     model = self.model
@@ -103,15 +100,16 @@ class SoundStorm:
     schedule = schedule_lib.paper_schedule(model.num_levels) if schedule is None else schedule
     decoding.check_inputs(model, semantic.shape, num_frames,
                           None if prompt_codes is None else prompt_codes.shape, schedule)
-    inputs = {"semantic": semantic.astype(np.int32)}
+    inputs = {"semantic": semantic.astype(np.int32),
+              "keys": rng_lib.row_keys(rng, semantic.shape[0])}
     if prompt_codes is not None:
       inputs["prompt_codes"] = prompt_codes.astype(np.int32)
     inputs, valid = self.partitioner.place_batch(inputs)
     with self.partitioner.activate():
       result = decoding.decode(
           model, self.variables, inputs["semantic"], inputs.get("prompt_codes"),
-          _as_key(rng), schedule=schedule, num_frames=num_frames, temperature=temperature,
-          choice_temperature=choice_temperature)
+          inputs["keys"], schedule=schedule, num_frames=num_frames,
+          temperature=temperature, choice_temperature=choice_temperature)
     codes = np.asarray(jax.device_get(result.codes))[valid]
     if return_forward_passes:
       return codes, int(result.forward_passes)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from soundlm import rng as rng_lib
 from soundlm.soundstorm import schedule as schedule_lib
 from soundlm.soundstorm.model import SoundStormModel
 
@@ -57,6 +58,7 @@ def decode(model: SoundStormModel, variables, semantic, prompt_codes, rng, *,
            choice_temperature=4.5) -> DecodeResult:
   """Generates codes [B, num_frames, Q] from semantic tokens [B, num_frames / r].
 
+  rng: a seed, one key, or keys [B] (one per example: see `soundlm.rng`).
   prompt_codes: int32 [B, Tp, Q] or None; frames < Tp are returned unchanged.
   temperature: sampling temperature, a scalar or one per level (> 0).
   choice_temperature: scale of the Gumbel noise on confidences at the first
@@ -69,14 +71,15 @@ def decode(model: SoundStormModel, variables, semantic, prompt_codes, rng, *,
     prompt_codes = jnp.zeros((semantic.shape[0], 0, model.num_levels), jnp.int32)
   temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
                                  (model.num_levels,))
-  return _decode(model, num_frames, variables, semantic, prompt_codes, rng,
+  keys = rng_lib.row_keys(rng, semantic.shape[0])
+  return _decode(model, num_frames, variables, semantic, prompt_codes, keys,
                  jnp.asarray(counts, jnp.int32), temperature,
                  jnp.asarray(choice_temperature, jnp.float32))
 
 
 # The schedule is traced (a while loop per level), so changing it does not recompile.
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _decode(model, num_frames, variables, semantic, prompt_codes, rng, schedule,
+def _decode(model, num_frames, variables, semantic, prompt_codes, keys, schedule,
             temperature, choice_temperature):
   batch = semantic.shape[0]
   num_levels = model.num_levels
@@ -88,21 +91,22 @@ def _decode(model, num_frames, variables, semantic, prompt_codes, rng, schedule,
 
   def level_step(carry, per_level):
     codes, passes = carry
-    level, iterations, level_temperature, key = per_level
+    level, iterations, level_temperature, keys = per_level
 
     def iteration(i, state):
       codes, still_masked, passes = state
       logits = model.apply(variables, semantic, codes, level=level) / level_temperature
-      k_sample, k_noise = jax.random.split(jax.random.fold_in(key, i))
+      k_sample, k_noise = rng_lib.split_rows(rng_lib.fold_rows(keys, i), 2)
       current = lax.dynamic_index_in_dim(codes, level, axis=2, keepdims=False)
       is_masked = current == model.mask_id
       last = i + 1 >= iterations
       choice = jnp.where(last, jnp.argmax(logits, axis=-1),
-                         jax.random.categorical(k_sample, logits))
+                         rng_lib.categorical_rows(k_sample, logits))
       log_probs = jax.nn.log_softmax(logits)
       score = jnp.take_along_axis(log_probs, choice[..., None], axis=-1)[..., 0]
       anneal = 1.0 - (i + 1).astype(jnp.float32) / iterations.astype(jnp.float32)
-      score = score + choice_temperature * anneal * jax.random.gumbel(k_noise, score.shape)
+      score = score + choice_temperature * anneal * rng_lib.gumbel_rows(k_noise,
+                                                                       score.shape[1:])
       score = jnp.where(is_masked, score, jnp.inf)
       keep_masked = schedule_lib.remaining_masked(num_masked, i, iterations, still_masked)
       # The `keep_masked` least confident sampled tokens are masked again.
@@ -118,6 +122,6 @@ def _decode(model, num_frames, variables, semantic, prompt_codes, rng, schedule,
     return (codes, passes), None
 
   per_level = (jnp.arange(num_levels, dtype=jnp.int32), schedule, temperature,
-               jax.random.split(rng, num_levels))
+               rng_lib.split_rows(keys, num_levels))
   (codes, passes), _ = lax.scan(level_step, (codes, jnp.int32(0)), per_level)
   return DecodeResult(codes=codes, forward_passes=passes)

@@ -10,7 +10,6 @@ from typing import ClassVar
 
 import flax.linen as nn
 import gin
-import jax
 import jax.numpy as jnp
 
 from soundlm.layers import initializers
