@@ -17,16 +17,48 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import sys
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 
+from soundlm.generate import ACOUSTIC_GENERATORS
 from soundlm.io.audio import write_wav
 
 ALLOWED_KEYS = {"id", "prompt", "duration", "seed", "options"}
+MAX_SEED = 2**31 - 1
+# Safe file names: letters, digits, '_', '.', '-'; no separators, no '..'.
+SAFE_ID = re.compile(r"\w[\w.-]{0,199}")
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _acoustic(value):
+  if value not in ACOUSTIC_GENERATORS:
+    raise ValueError(f"options.acoustic must be one of {ACOUSTIC_GENERATORS}, got {value!r}")
+  return value
+
+
+def _temperature(value):
+  if not _number(value) or not math.isfinite(value) or value <= 0:
+    raise ValueError(f"options.temperature must be a finite number > 0, got {value!r}")
+  return float(value)
+
+
+def _keep_prompt(value):
+  if not isinstance(value, bool):
+    raise ValueError(f"options.keep_prompt must be true or false, got {value!r}")
+  return value
+
+
+# The `Pipeline.generate` keywords an item may set, with their validators.
+OPTIONS = {"acoustic": _acoustic, "temperature": _temperature, "keep_prompt": _keep_prompt}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +76,47 @@ class BadItem:
   error: str
 
 
+def check_id(item_id) -> str:
+  """The item id if it is a safe file name, else ValueError saying why."""
+  if not isinstance(item_id, str):
+    raise ValueError(f"id must be a string, got {item_id!r}")
+  if not SAFE_ID.fullmatch(item_id) or ".." in item_id:
+    raise ValueError(f"id {item_id!r} is not a safe file name (1-200 letters, digits, '_', "
+                     "'.', '-', starting with a letter, digit or '_', without '..')")
+  return item_id
+
+
+def parse_item(record, default_id: str) -> Item:
+  """One manifest record as an Item; ValueError names the first bad field."""
+  if not isinstance(record, dict):
+    raise ValueError("a line must be a JSON object")
+  unknown = set(record) - ALLOWED_KEYS
+  if unknown:
+    raise ValueError(f"unknown keys {sorted(unknown)} (allowed: {sorted(ALLOWED_KEYS)})")
+  item_id = check_id(record.get("id", default_id))
+  prompt = record.get("prompt")
+  if prompt is not None and (not isinstance(prompt, str) or not prompt):
+    raise ValueError(f"prompt must be a file path or null, got {prompt!r}")
+  duration = record.get("duration")
+  if not _number(duration) or not math.isfinite(duration) or duration <= 0:
+    raise ValueError(f"duration must be a finite positive number of seconds, got "
+                     f"{duration!r}")
+  seed = record.get("seed", 0)
+  if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+    raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+  options = record.get("options", {})
+  if not isinstance(options, dict):
+    raise ValueError(f"options must be an object, got {options!r}")
+  unknown = set(options) - set(OPTIONS)
+  if unknown:
+    raise ValueError(f"unknown options {sorted(unknown)} (allowed: {sorted(OPTIONS)})")
+  checked = {key: OPTIONS[key](value) for key, value in options.items()}
+  return Item(item_id, prompt, float(duration), seed, tuple(sorted(checked.items())))
+
+
 def parse_manifest(path: str) -> list[Item | BadItem]:
-  """Every line of the manifest, valid or not (bad lines become BadItems)."""
+  """Every line of the manifest, valid or not (bad lines become BadItems that
+  carry the item's id when it has a valid one)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--manifest {path!r} does not exist")
   items, seen = [], set()
@@ -53,40 +124,57 @@ def parse_manifest(path: str) -> list[Item | BadItem]:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
-      default_id = f"line{number:06d}"
+      item_id = f"line{number:06d}"
       try:
         record = json.loads(line)
-        if not isinstance(record, dict):
-          raise ValueError("a line must be a JSON object")
-        unknown = set(record) - ALLOWED_KEYS
-        if unknown:
-          raise ValueError(f"unknown keys {sorted(unknown)} (allowed: {sorted(ALLOWED_KEYS)})")
-        item_id = str(record.get("id", default_id))
+        if isinstance(record, dict) and "id" in record:
+          item_id = check_id(record["id"])
+        item = parse_item(record, item_id)
+        if item.id in seen:
+          raise ValueError(f"duplicate id {item.id!r}")
+        items.append(item)
+        seen.add(item.id)
+      except ValueError as error:  # json.JSONDecodeError is a ValueError
         if item_id in seen:
-          raise ValueError(f"duplicate id {item_id!r}")
-        duration = record.get("duration")
-        if not isinstance(duration, (int, float)) or duration <= 0:
-          raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
-        options = record.get("options", {})
-        if not isinstance(options, dict):
-          raise ValueError(f"options must be an object, got {options!r}")
-        items.append(Item(item_id, record.get("prompt"), float(duration),
-                          int(record.get("seed", 0)), tuple(sorted(options.items()))))
-        seen.add(item_id)
-      except (ValueError, TypeError) as error:
-        items.append(BadItem(default_id, f"{path}:{number}: {error}"))
+          item_id = f"line{number:06d}"
+        items.append(BadItem(item_id, f"{path}:{number}: {error}"))
   return items
 
 
 class OutputManifest:
-  """This host's output manifest: one JSON line per finished item."""
+  """This host's output manifest: one JSON line per finished item.
+
+  A kill can tear the last line: it is dropped (and the item decoded again);
+  any other unreadable line is an error that names it.
+  """
 
   def __init__(self, output_dir: str, host: int):
     self.path = os.path.join(output_dir, f"manifest-{host:05d}.jsonl")
     self.done: set[str] = set()
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.done = {json.loads(line)["id"] for line in f if line.strip()}
+    if not os.path.exists(self.path):
+      return
+    with open(self.path, "rb") as f:
+      data = f.read()
+    lines = data.split(b"\n")
+    complete, torn = lines[:-1], lines[-1]
+    records = []
+    for number, line in enumerate(complete, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except ValueError as error:
+        raise ValueError(f"{self.path}:{number}: unreadable record {line[:80]!r}") from error
+    if torn.strip():
+      logging.warning("%s: dropping a torn last line (%d bytes) left by an interrupted "
+                      "write; its item is decoded again", self.path, len(torn))
+      keep = b"".join(line + b"\n" for line in complete)
+      with open(self.path + ".tmp", "wb") as f:
+        f.write(keep)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(self.path + ".tmp", self.path)
+    self.done = {r["id"] for r in records}
 
   def append(self, record: dict):
     with open(self.path, "a") as f:
@@ -126,22 +214,22 @@ def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
       continue
     try:
       prompt = None if item.prompt is None else load_prompt(item.prompt)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001  (any unreadable prompt fails its item only)
       fail(item.id, f"prompt {item.prompt!r}: {error}")
       continue
     shape = None if prompt is None else prompt.shape
     groups.setdefault((shape, item.duration, item.options), []).append((item, prompt))
 
-  total, start = sum(len(g) for g in groups.values()), time.time()
+  total, start = len(todo), time.time()
   for group in groups.values():
     for first in range(0, len(group), batch_size):
       chunk = group[first:first + batch_size]
       padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
       try:
         audio = generate_batch([it for it, _ in padded], [p for _, p in padded])
-      except ValueError as error:  # bad options or lengths for these items
+      except Exception as error:  # noqa: BLE001  (a failed batch fails its items only)
         for item, _ in chunk:
-          fail(item.id, str(error))
+          fail(item.id, f"{type(error).__name__}: {error}")
         continue
       for (item, _), wav in zip(chunk, np.asarray(audio)):
         path = os.path.join(output_dir, f"{item.id}.wav")
@@ -180,7 +268,10 @@ def main(argv=None) -> int:
     parser.exit(2, f"error: {error}\n")
   partitioning.initialize_distributed()
   import jax
-  pipeline = generate_lib.Pipeline.from_gin()
+  # Every chip of this host decodes: a data-parallel mesh over the local devices
+  # (model parameters laid out by the gin-configured rules).
+  mesh = partitioning.make_mesh(devices=jax.local_devices())
+  pipeline = generate_lib.load_pipeline(mesh=mesh, rules=partitioning.logical_axis_rules())
   counts = run_job(items, pipeline.generate_items, pipeline.load_prompt, args.output_dir,
                    pipeline.sample_rate, args.batch_size, jax.process_index(),
                    jax.process_count())
