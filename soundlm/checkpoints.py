@@ -3,8 +3,9 @@
 Layout of `<workdir>/checkpoints/<step>/`: an item `state` (a plain nested
 dict of arrays: step, params, opt_state, collections) written with orbax's
 standard handler, and an item `data` (JSON) with the input pipeline's
-position. Both read back with plain orbax calls, e.g.
-`ocp.StandardCheckpointer().restore(path / 'state')`.
+position. Reads always pass restore targets with shardings (`restore`,
+`restore_part`), so a checkpoint written on one mesh or device count loads
+on any other.
 """
 import logging
 import os

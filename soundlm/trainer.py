@@ -117,14 +117,22 @@ def _select(pred, new, old):
 
 
 class MetricsWriter:
-  """Scalars to `metrics.jsonl` and TensorBoard event files in the work dir."""
+  """Scalars to `metrics.jsonl` and TensorBoard event files in the work dir.
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  A run resumed at step S forgets what an interrupted run logged after S (it
+  logs those steps again): such records are dropped from metrics.jsonl and
+  TensorBoard purges its events from step S + 1 on.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
     self._enabled = enabled
     if enabled:
       from tensorboardX import SummaryWriter  # Pure Python; no TensorFlow.
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      path = os.path.join(workdir, "metrics.jsonl")
+      _drop_records_after(path, resume_step)
+      self._jsonl = open(path, "a")
+      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                        purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train"):
     if not self._enabled:
@@ -140,6 +148,27 @@ class MetricsWriter:
     if self._enabled:
       self._jsonl.close()
       self._tensorboard.close()
+
+
+def _drop_records_after(path: str, step: int):
+  """Rewrites metrics.jsonl without the records of steps after `step`."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError):
+      pass  # a torn last line of a killed run
+  if len(kept) != len(lines):
+    logging.info("metrics.jsonl: dropping %d records logged after step %d",
+                 len(lines) - len(kept), step)
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 @gin.configurable(denylist=["task", "data", "workdir", "eval_data"])
@@ -203,8 +232,9 @@ class Trainer:
   def abstract_state(self, batch):
     """Shapes, dtypes and shardings of the state without allocating it: the
     target for restoring a checkpoint onto this trainer's mesh."""
+    rng = jax.random.key(self.seed)  # made before the mesh is current: it may be compile-only
     with partitioning.activate(self.mesh, self.rules):
-      abstract, shardings = self._shardings(jax.random.key(self.seed), batch)
+      abstract, shardings = self._shardings(rng, batch)
     return checkpoints.abstract_like(abstract, shardings)
 
   # --- step --------------------------------------------------------------
@@ -293,6 +323,15 @@ class Trainer:
     return jax.jit(self.train_step, in_shardings=(state_shardings, batch_shardings),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
+  def lower_step(self, batch):
+    """The step `run` compiles, lowered for `batch` (arrays, or ShapeDtypeStructs
+    with shardings) against the abstract state: nothing is allocated, so it can
+    be compiled for devices this host does not have (`soundlm.compile`)."""
+    abstract = self.abstract_state(batch)
+    shardings = jax.tree_util.tree_map(lambda x: x.sharding, abstract)
+    with partitioning.activate(self.mesh, self.rules):
+      return self._compile_step(shardings, batch).lower(abstract, batch)
+
   # --- loop --------------------------------------------------------------
 
   def _on_sigterm(self, signum, frame):
@@ -362,7 +401,7 @@ class Trainer:
       logging.info("resumed from step %d", int(state["step"]))
     step = int(state["step"])
     self._write_run_config()
-    writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+    writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0, resume_step=step)
     previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
     last_metrics: dict[str, float] = {}
     try:

@@ -122,3 +122,16 @@ def test_settings_are_checked():
     folder.FolderSettings("/x", on_error="ignore")
   with pytest.raises(ValueError, match="validation_fraction"):
     folder.FolderSettings("/x", validation_fraction=1.0)
+
+
+def test_a_folder_whose_files_change_is_built_again(tmp_path):
+  root, data_dir = tmp_path / "audio", tmp_path / "tfds"
+  _write(root / "a.flac", 800)
+  first = folder.prepared(folder.folder_builder(root, data_dir=data_dir,
+                                                validation_fraction=0.0))
+  assert first.info.splits["train"].num_examples == 1
+  _write(root / "b.flac", 800, seed=1)
+  second = folder.prepared(folder.folder_builder(root, data_dir=data_dir,
+                                                 validation_fraction=0.0))
+  assert second.info.config_name != first.info.config_name
+  assert second.info.splits["train"].num_examples == 2

@@ -116,3 +116,14 @@ def test_trainer_records_the_config_and_refuses_another(tmp_path):
   other = SoundStormConfig(**{**configs.to_dict(config), "num_layers": 1})
   with pytest.raises(ValueError, match="records another model"):
     trainer_lib.Trainer(SoundStormTask(other), data, str(tmp_path), num_steps=4).run()
+
+
+def test_a_checkpoint_written_on_eight_devices_loads_on_one(tmp_path):
+  mesh = partitioning.make_mesh(2, 2, 2)
+  model = models.random(tiny_configs()["w2v_bert"], seed=4, mesh=mesh, rules=TENSOR_RULES)
+  assert any(len(x.sharding.device_set) == 8 for x in jax.tree_util.tree_leaves(model.variables))
+  write_workdir(tmp_path, model)
+  loaded = models.load(str(tmp_path))
+  for leaf in jax.tree_util.tree_leaves(loaded.variables):
+    assert len(leaf.sharding.device_set) == 1
+  assert_same_tree(loaded.variables, model.variables)

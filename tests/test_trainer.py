@@ -1,4 +1,7 @@
 """The sharded trainer: mesh-independent losses, accumulation, phases, NaN guard."""
+import json
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,3 +125,12 @@ def test_a_finite_loss_that_leaves_infinite_parameters_is_refused(tmp_path):
                      match="state at step 1.*last good checkpoint: step None"):
     run.run()
   assert run.checkpointer.all_steps() == []
+
+
+def test_steps_logged_after_the_resumed_checkpoint_are_not_duplicated(tmp_path):
+  toy_setup.make_trainer(tmp_path, num_steps=6, checkpoint_every=4).run()
+  shutil.rmtree(tmp_path / "checkpoints" / "6")  # killed after logging 5 and 6, before saving 6
+  toy_setup.make_trainer(tmp_path, num_steps=8, checkpoint_every=4).run()
+  steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")
+           if "train/model/loss" in line]
+  assert steps == list(range(1, 9))

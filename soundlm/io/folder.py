@@ -63,10 +63,15 @@ class FolderSettings:
                        f"{self.min_seconds}")
 
   def config_name(self) -> str:
-    """A name unique to the folder and settings, so builds never collide in a data_dir."""
+    """A name unique to the folder's settings and content (every audio file's
+    path, size and modification time), so builds never collide in a data_dir
+    and a folder whose files change is built again rather than read stale."""
     slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(os.path.normpath(self.root)).lower())
-    digest = hashlib.sha1(repr(dataclasses.astuple(self)).encode()).hexdigest()[:10]
-    return f"{slug.strip('_') or 'audio'}_{digest}"
+    digest = hashlib.sha1(repr(dataclasses.astuple(self)).encode())
+    for relpath in audio.list_audio_files(self.root):
+      stat = os.stat(os.path.join(self.root, relpath))
+      digest.update(f"{relpath}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"{slug.strip('_') or 'audio'}_{digest.hexdigest()[:10]}"
 
 
 def split_files(settings: FolderSettings) -> dict[str, list[str]]:
