@@ -11,6 +11,7 @@ stages run over the mesh they were given.
 """
 import argparse
 import logging
+import math
 import os
 import sys
 from typing import Sequence
@@ -120,6 +121,8 @@ class Pipeline:
     if acoustic == "soundstorm" and self.soundstorm is None:
       raise ValueError("acoustic='soundstorm' but the pipeline has no SoundStorm model")
     temperature = self.temperature if temperature is None else float(temperature)
+    if not math.isfinite(temperature) or temperature <= 0:
+      raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     num_semantic = self._frames(duration)
     semantic_prompt, prompt_codes, kept = self._encode_prompt(
         prompts, duration, num_semantic, batch_size)
@@ -177,7 +180,13 @@ class Pipeline:
       if not batch_size or batch_size < 1:
         raise ValueError("batch_size must be >= 1 when there is no prompt")
       return np.zeros((batch_size, 0), np.int32), None, None
-    prompts = np.asarray(prompts, np.float32)
+    prompts = np.asarray(prompts)
+    if not np.issubdtype(prompts.dtype, np.floating):
+      raise ValueError(f"prompts must be float audio in [-1, 1], got {prompts.dtype} "
+                       "(scale integer PCM first, e.g. int16 / 32768)")
+    prompts = prompts.astype(np.float32)
+    if not np.isfinite(prompts).all():
+      raise ValueError("prompts contain NaN or infinite samples")
     if prompts.ndim != 2:
       raise ValueError(f"prompts must be [batch, samples], got shape {prompts.shape}")
     if batch_size is not None and batch_size != prompts.shape[0]:

@@ -93,11 +93,16 @@ def test_an_item_decodes_the_same_alone_or_in_any_batch(pipeline, acoustic):
     (dict(duration=0.4), "not shorter than the requested output"),
     (dict(duration=1.01), "positive multiple of 0.04 s"),
     (dict(acoustic="vocoder"), "acoustic must be one of"),
+    (dict(temperature=float("nan")), "temperature must be a finite number > 0"),
+    (dict(prompts_dtype=np.int16), "must be float audio .* got int16"),
 ])
 def test_bad_requests_are_refused(pipeline, kwargs, message):
   request = {"duration": DURATION, **kwargs}
+  prompts = _prompts(pipeline, 1)
+  if "prompts_dtype" in request:
+    prompts = (prompts * 32767).astype(request.pop("prompts_dtype"))
   with pytest.raises(ValueError, match=message):
-    pipeline.generate(_prompts(pipeline, 1), request.pop("duration"), **request)
+    pipeline.generate(prompts, request.pop("duration"), **request)
 
 
 def test_missing_and_unreadable_prompt_files_are_clear_errors(pipeline, tmp_path):
