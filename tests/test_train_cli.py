@@ -1,4 +1,5 @@
 """`python -m soundlm.train`: end to end, preemption by SIGTERM, bad configs."""
+import json
 import os
 import signal
 import subprocess
@@ -77,3 +78,35 @@ def test_a_refused_restart_leaves_the_work_dir_untouched(tmp_path):
   wider = _run(tmp_path, "--gin_bindings=Trainer.num_steps = 4", "--gin.ToyLanguageModel.embed_dim=64")
   assert wider.returncode != 0
   assert (tmp_path / "config.gin").read_bytes() == saved
+
+
+def test_sigkill_during_checkpoint_writes_resumes_exactly(tmp_path):
+  """Killed while it saves every step (asynchronously), a run resumes from its
+  last complete checkpoint and logs every step once, with the losses of a run
+  never interrupted."""
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(
+      _command(killed, "--gin.Trainer.num_steps=100000", "--gin.Trainer.checkpoint_every=1"),
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    metrics = killed / "metrics.jsonl"
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:
+      break
+    time.sleep(0.05)
+  process.kill()
+  process.wait(timeout=60)
+  import orbax.checkpoint as ocp
+  stop = ocp.CheckpointManager(killed / "checkpoints").latest_step()
+  assert stop is not None and stop >= 1
+  total = stop + 3
+  resumed = _run(killed, f"--gin.Trainer.num_steps={total}")
+  assert resumed.returncode == 0, resumed.stderr
+  straight = _run(tmp_path / "straight", f"--gin.Trainer.num_steps={total}")
+  assert straight.returncode == 0, straight.stderr
+  logged_steps = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")
+                  if "train/model/loss" in line]
+  assert logged_steps == list(range(1, total + 1))  # none twice, none missing
+  a, b = toy_setup.logged(killed), toy_setup.logged(tmp_path / "straight")
+  np.testing.assert_allclose([a[s] for s in logged_steps], [b[s] for s in logged_steps],
+                             rtol=1e-6)
