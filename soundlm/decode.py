@@ -6,10 +6,11 @@
 Each input line is JSON: `{"id": "a", "prompt": "x.wav", "duration": 4.0,
 "seed": 0, "options": {...}}` (`prompt` may be null for unconditional audio,
 `id` defaults to the line number, `options` are `Pipeline.generate` keywords
-such as `acoustic` or `temperature`). Items are split over hosts (item i goes
-to host i mod hosts), grouped into fixed-size batches of identical shape, and
-every finished item gets `<id>.wav` plus a line in
-`manifest-<host>.jsonl`. Restarting skips items already in that manifest, so
+such as `acoustic`, `temperature` or `keep_prompt`). Items are split over
+hosts (item i goes to host i mod hosts), prompts cut to whole
+`--prompt_bucket_seconds` (so few programs compile), grouped into fixed-size
+batches of identical shape, and every finished item gets `<id>.wav` plus a
+line in `manifest-<host>.jsonl` (with the prompt seconds used). Restarting skips items already in that manifest, so
 each is written exactly once. A bad item is recorded with its error and the
 rest go on.
 """
@@ -189,12 +190,16 @@ GenerateBatch = Callable[[Sequence[Item], Sequence[np.ndarray | None]], np.ndarr
 
 def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
             load_prompt: Callable[[str], np.ndarray], output_dir: str, sample_rate: int,
-            batch_size: int, host: int = 0, num_hosts: int = 1) -> dict:
+            batch_size: int, host: int = 0, num_hosts: int = 1,
+            prompt_bucket: int = 0) -> dict:
   """Decodes this host's share of `items`; returns counts of what happened.
 
   `generate_batch(items, prompts)` returns audio [batch_size, N] for exactly
   `batch_size` items of identical shape; short batches are padded with copies
-  of their last item so that one compiled program serves every batch.
+  of their last item so that one compiled program serves every batch. With
+  `prompt_bucket` (samples) every prompt is cut to a whole number of buckets,
+  so a manifest of many prompt lengths compiles a few programs; 0 uses each
+  prompt whole.
   """
   os.makedirs(output_dir, exist_ok=True)
   manifest = OutputManifest(output_dir, host)
@@ -217,6 +222,13 @@ def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
     except Exception as error:  # noqa: BLE001  (any unreadable prompt fails its item only)
       fail(item.id, f"prompt {item.prompt!r}: {error}")
       continue
+    if prompt is not None and prompt_bucket:
+      used = prompt.shape[-1] // prompt_bucket * prompt_bucket
+      if not used:
+        fail(item.id, f"prompt {item.prompt!r} has {prompt.shape[-1]} samples, shorter "
+                      f"than one prompt bucket ({prompt_bucket} samples)")
+        continue
+      prompt = prompt[..., :used]
     shape = None if prompt is None else prompt.shape
     groups.setdefault((shape, item.duration, item.options), []).append((item, prompt))
 
@@ -231,11 +243,13 @@ def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
         for item, _ in chunk:
           fail(item.id, f"{type(error).__name__}: {error}")
         continue
-      for (item, _), wav in zip(chunk, np.asarray(audio)):
+      for (item, prompt), wav in zip(chunk, np.asarray(audio)):
         path = os.path.join(output_dir, f"{item.id}.wav")
         write_wav(path, wav, sample_rate)
+        used = None if prompt is None else prompt.shape[-1] / sample_rate
         manifest.append({"id": item.id, "status": "ok", "audio": path,
-                         "prompt": item.prompt, "duration": item.duration,
+                         "prompt": item.prompt, "prompt_seconds": used,
+                         "duration": item.duration,
                          "seed": item.seed, "options": dict(item.options)})
         counts["ok"] += 1
       finished = counts["ok"] + counts["errors"]
@@ -255,12 +269,18 @@ def main(argv=None) -> int:
   parser.add_argument("--manifest", required=True, help="input JSON-lines manifest")
   parser.add_argument("--output_dir", required=True, help="audio and output manifests")
   parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--prompt_bucket_seconds", type=float, default=0.5,
+                      help="prompts are cut to whole buckets of this length (0: used "
+                           "whole), so few programs are compiled")
   args = gin_utils.parse_args(parser, argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                       force=True)
   logging.getLogger("absl").setLevel(logging.WARNING)
   if args.batch_size < 1:
     parser.exit(2, f"error: --batch_size must be >= 1, got {args.batch_size}\n")
+  if not math.isfinite(args.prompt_bucket_seconds) or args.prompt_bucket_seconds < 0:
+    parser.exit(2, f"error: --prompt_bucket_seconds must be >= 0, got "
+                   f"{args.prompt_bucket_seconds}\n")
   try:
     gin_utils.parse_from_args(args)
     items = parse_manifest(args.manifest)
@@ -274,7 +294,8 @@ def main(argv=None) -> int:
   pipeline = generate_lib.load_pipeline(mesh=mesh, rules=partitioning.logical_axis_rules())
   counts = run_job(items, pipeline.generate_items, pipeline.load_prompt, args.output_dir,
                    pipeline.sample_rate, args.batch_size, jax.process_index(),
-                   jax.process_count())
+                   jax.process_count(),
+                   prompt_bucket=round(args.prompt_bucket_seconds * pipeline.sample_rate))
   logging.info("done: %s", counts)
   return 0
 

@@ -122,3 +122,21 @@ def test_a_failing_batch_fails_its_items_only_and_counts_add_up(tmp_path):
   assert counts == {"items": 5, "skipped_done": 0, "ok": 3, "errors": 2}
   failed = {r["id"]: r["error"] for r in records(tmp_path / "out") if r["status"] == "error"}
   assert failed == {"i2": "TypeError: unexpected keyword", "i3": "TypeError: unexpected keyword"}
+
+
+def test_prompts_are_cut_to_whole_buckets_so_few_programs_compile(tmp_path):
+  lengths = {"a": 9000, "b": 9500, "c": 12000, "d": 3000}
+  items = [decode.Item(name, f"{name}.wav", 0.25, n) for n, name in enumerate(lengths)]
+  shapes = []
+
+  def generate(batch, prompts):
+    shapes.append({p.shape for p in prompts})
+    return fake_generate(batch, prompts)
+
+  counts = decode.run_job(items, generate, lambda p: np.zeros(lengths[p[0]], np.float32),
+                          str(tmp_path), RATE, batch_size=2, prompt_bucket=4000)
+  assert counts["ok"] == 3 and counts["errors"] == 1
+  assert sorted(tuple(s) for s in shapes) == [((8000,),), ((12000,),)]
+  by_id = {r["id"]: r for r in records(tmp_path)}
+  assert by_id["b"]["prompt_seconds"] == 1.0 and by_id["c"]["prompt_seconds"] == 1.5
+  assert "shorter than one prompt bucket" in by_id["d"]["error"]
