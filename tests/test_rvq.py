@@ -71,6 +71,7 @@ def _constructed_state(codebook, cluster_size, embed_sum):
       "codebook": jnp.asarray(codebook, jnp.float32)[None],
       "cluster_size": jnp.asarray(cluster_size, jnp.float32)[None],
       "embed_sum": jnp.asarray(embed_sum, jnp.float32)[None],
+      "frames_unused": jnp.zeros((1, len(cluster_size)), jnp.float32),
       "initialized": jnp.array(True)}}
 
 
@@ -97,7 +98,8 @@ def test_ema_update_moves_codes_to_assigned_means():
 
 def test_dead_code_replaced_by_batch_frame():
   quantizer = ResidualVectorQuantizer(num_levels=1, codebook_size=3, dim=2, decay=0.9,
-                                      dropout_rate=0.0, dead_code_threshold=0.1)
+                                      dropout_rate=0.0, dead_code_threshold=0.1,
+                                      dead_code_patience=0.0)  # the EMA rule alone
   # Code 2 is far away and its usage is already ~0: it must be replaced.
   variables = _constructed_state([[0., 0.], [1., 1.], [100., 100.]], [10., 10., 0.01],
                                  [[0., 0.], [10., 10.], [1., 1.]])
@@ -109,6 +111,42 @@ def test_dead_code_replaced_by_batch_frame():
   assert np.min(np.linalg.norm(frames - codebook[2], axis=-1)) < 1e-6  # a frame of the batch
   assert float(updated[COLLECTION]["cluster_size"][0, 2]) > 1.0  # given a fair start
   assert not np.allclose(codebook[:2], [[100., 100.]] * 2)
+
+
+def _level0_perplexity_after_shift(patience: float):
+  """Level-0 perplexity of a 2-level quantizer (16 codes) trained 10 batches on
+  16 clusters around the origin, then 12 batches on the same clusters moved
+  8 units away (a shift of the input distribution): [22] per batch."""
+  quantizer = ResidualVectorQuantizer(num_levels=2, codebook_size=16, dim=4, dropout_rate=0.0,
+                                      dead_code_patience=patience)
+  centres = jax.random.normal(jax.random.key(0), (16, 4)) * 2.0
+  shift = jnp.array([8.0, 0.0, 0.0, 0.0])
+
+  def batch(step):
+    key_c, key_n = jax.random.split(jax.random.key(100 + step))
+    frames = centres[jax.random.randint(key_c, (8 * 32,), 0, 16)]
+    frames = frames + 0.1 * jax.random.normal(key_n, frames.shape)
+    return (frames + (shift if step >= 10 else 0.0)).reshape(8, 32, 4)
+
+  variables = quantizer.init(jax.random.key(1), batch(0))
+  perplexities = []
+  for step in range(22):
+    out, variables = _train_call(quantizer, variables, batch(step), step)
+    perplexities.append(float(out.perplexity[0]))
+  return np.array(perplexities)
+
+
+def test_dead_codes_replaced_within_a_few_batches_of_a_shift():
+  """After the input moves, the codes left unused are replaced from the new
+  frames within a few batches and level 0's perplexity comes back; the EMA
+  threshold alone (patience 0) leaves level 0 collapsed."""
+  fast = _level0_perplexity_after_shift(patience=4.0)
+  slow = _level0_perplexity_after_shift(patience=0.0)
+  before = fast[5:10].mean()
+  assert before > 10.0, fast  # 16 clusters, 16 codes: most in use before the shift
+  assert fast[10] < 0.5 * before, fast  # the shift collapses level 0...
+  assert fast[13:].min() > 0.7 * before, fast  # ...and within 3 batches it is back
+  assert slow[10:].max() < 0.5 * before, slow  # without the patience rule it is not
 
 
 def test_quantizer_dropout_draws_levels_in_range():

@@ -108,6 +108,9 @@ class SoundStreamConfig:
   ema_decay: float = 0.99
   kmeans_iterations: int = 10
   dead_code_threshold: float = 0.03
+  # A code unused for dead_code_patience x codebook_size frames is replaced
+  # (0: only the EMA threshold above); see soundlm.layers.rvq.
+  dead_code_patience: float = 4.0
   quantizer_dropout_rate: float = 1.0
   commitment_weight: float = 1.0
   dtype: str = "float32"
@@ -121,6 +124,9 @@ class SoundStreamConfig:
                  "codebook_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"SoundStreamConfig.{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("dead_code_threshold", "dead_code_patience"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"SoundStreamConfig.{name} must be >= 0, got {getattr(self, name)}")
     if not self.strides or min(self.strides) < 1:
       raise ValueError(f"SoundStreamConfig.strides must be positive, got {self.strides}")
 
@@ -166,7 +172,8 @@ class SoundStream(nn.Module):
     self.quantizer = ResidualVectorQuantizer(
         num_levels=c.num_levels, codebook_size=c.codebook_size, dim=c.embedding_dim,
         decay=c.ema_decay, kmeans_iterations=c.kmeans_iterations,
-        dead_code_threshold=c.dead_code_threshold, dropout_rate=c.quantizer_dropout_rate,
+        dead_code_threshold=c.dead_code_threshold, dead_code_patience=c.dead_code_patience,
+        dropout_rate=c.quantizer_dropout_rate,
         commitment_weight=c.commitment_weight)
 
   def embed(self, wav, *, stream: bool = False):

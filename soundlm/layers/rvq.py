@@ -8,8 +8,15 @@ moved by exponential moving averages of the frames assigned to each code.
 In training (`train=True`, 'quantizer' mutable, a 'quantizer' rng):
   * the first call initialises every codebook by k-means on its level's
     residuals of that batch;
-  * codes whose EMA usage falls below `dead_code_threshold` times the mean
-    usage are replaced by random frames of the current batch;
+  * dead codes are replaced by random frames of the current batch: a code is
+    dead when its EMA usage falls below `dead_code_threshold` times the mean
+    usage, or when no frame has been assigned to it for the last
+    `dead_code_patience` x `codebook_size` frames (the span in which evenly
+    spread usage would have used it `dead_code_patience` times: a couple of
+    batches when a batch has about as many frames as the codebook has codes).
+    The EMA rule alone reacts slowly (with decay 0.99 a code's usage takes
+    ~350 batches to fall to 3% of what it was); the patience rule replaces
+    the codes that a shift of the input left unused within a few batches;
   * quantizer dropout keeps only the first n_q levels of each example, n_q
     drawn uniformly from 1..Q, so one model serves every bitrate.
 All statistics are jnp reductions over the whole (global) batch, so under
@@ -107,6 +114,7 @@ class ResidualVectorQuantizer(nn.Module):
   epsilon: float = 1e-5
   kmeans_iterations: int = 10
   dead_code_threshold: float = 0.03
+  dead_code_patience: float = 4.0  # 0 disables the rule of frames gone unused
   dropout_rate: float = 1.0  # fraction of examples that get quantizer dropout
   commitment_weight: float = 1.0
 
@@ -118,6 +126,8 @@ class ResidualVectorQuantizer(nn.Module):
     self.cluster_size = self.variable(COLLECTION, "cluster_size", jnp.ones, shape)
     self.embed_sum = self.variable(
         COLLECTION, "embed_sum", lambda: self.codebook.value * 1.0)
+    # Frames of the training batches since the code was last assigned one.
+    self.frames_unused = self.variable(COLLECTION, "frames_unused", jnp.zeros, shape)
     self.initialized = self.variable(COLLECTION, "initialized", lambda: jnp.array(False))
 
   def _check_levels(self, num_levels: Optional[int]) -> int:
@@ -177,17 +187,18 @@ class ResidualVectorQuantizer(nn.Module):
     level_rngs = jax.random.split(level_rng, self.num_levels)
 
     def level(residual, inputs):
-      codebook, cluster_size, embed_sum, mask, rng = inputs
+      codebook, cluster_size, embed_sum, frames_unused, mask, rng = inputs
       init_rng, dead_rng = jax.random.split(rng)
-      codebook, cluster_size, embed_sum = jax.lax.cond(
-          initialized, lambda: (codebook, cluster_size, embed_sum),
+      codebook, cluster_size, embed_sum, frames_unused = jax.lax.cond(
+          initialized, lambda: (codebook, cluster_size, embed_sum, frames_unused),
           lambda: self._kmeans_state(residual, init_rng))
       codes = nearest(residual, codebook)
       quantized = codebook[codes]
       onehot = jax.nn.one_hot(codes, self.codebook_size) * mask[:, None]
       counts = onehot.sum(0)
+      frames_unused = jnp.where(counts > 0, 0.0, frames_unused + mask.sum())
       state = self._ema(cluster_size, embed_sum, counts, onehot.T @ residual)
-      state, dead = self._replace_dead(state, residual, mask, dead_rng)
+      state, dead = self._replace_dead(state + (frames_unused,), residual, mask, dead_rng)
       error = jnp.mean((residual - quantized) ** 2, -1)
       commitment = jnp.sum(error * mask) / jnp.maximum(mask.sum(), 1.0)
       outputs = (codes, quantized * mask[:, None], commitment, perplexity(counts),
@@ -196,9 +207,10 @@ class ResidualVectorQuantizer(nn.Module):
 
     _, (codes, quantized, commitment, perplexities, dead, state) = jax.lax.scan(
         level, flat, (self.codebook.value, self.cluster_size.value, self.embed_sum.value,
-                      active.T, level_rngs))
+                      self.frames_unused.value, active.T, level_rngs))
     if self.is_mutable_collection(COLLECTION):
-      self.codebook.value, self.cluster_size.value, self.embed_sum.value = state
+      (self.codebook.value, self.cluster_size.value, self.embed_sum.value,
+       self.frames_unused.value) = state
       self.initialized.value = jnp.array(True)
     quantized = quantized.sum(0).reshape(x.shape).astype(x.dtype)
     return QuantizerOutput(
@@ -209,7 +221,7 @@ class ResidualVectorQuantizer(nn.Module):
 
   def _kmeans_state(self, residual, rng):
     centroids, counts = kmeans(residual, self.codebook_size, self.kmeans_iterations, rng)
-    return centroids, counts, centroids * counts[:, None]
+    return centroids, counts, centroids * counts[:, None], jnp.zeros_like(counts)
 
   def _ema(self, cluster_size, embed_sum, counts, sums):
     """EMA of per-code counts and sums; codebook = Laplace-smoothed mean."""
@@ -221,10 +233,13 @@ class ResidualVectorQuantizer(nn.Module):
     return embed_sum / smoothed[:, None], cluster_size, embed_sum
 
   def _replace_dead(self, state, residual, mask, rng):
-    """Codes used less than `dead_code_threshold` x the mean usage get batch frames."""
-    codebook, cluster_size, embed_sum = state
+    """Codes used less than `dead_code_threshold` x the mean usage, or not at all
+    in the last `dead_code_patience` x `codebook_size` frames, get batch frames."""
+    codebook, cluster_size, embed_sum, frames_unused = state
     mean_usage = cluster_size.sum() / self.codebook_size
     dead = cluster_size < self.dead_code_threshold * mean_usage
+    if self.dead_code_patience > 0:
+      dead |= frames_unused >= self.dead_code_patience * self.codebook_size
     weights = jnp.where(mask.sum() > 0, mask, jnp.ones_like(mask))
     picks = jax.random.categorical(
         rng, jnp.log(weights), shape=(self.codebook_size,))
@@ -232,4 +247,5 @@ class ResidualVectorQuantizer(nn.Module):
     codebook = jnp.where(dead[:, None], samples, codebook)
     cluster_size = jnp.where(dead, mean_usage, cluster_size)
     embed_sum = jnp.where(dead[:, None], samples * mean_usage, embed_sum)
-    return (codebook, cluster_size, embed_sum), dead
+    frames_unused = jnp.where(dead, 0.0, frames_unused)
+    return (codebook, cluster_size, embed_sum, frames_unused), dead
