@@ -5,6 +5,13 @@ in stage 2, the flattened fine codes in stage 3) follow one fixed random
 Markov chain started from its stationary distribution; the conditioning
 (semantic tokens in stage 2, coarse codes in stage 3) is uniform noise. So
 the best possible loss per target token is known exactly (`entropy`).
+
+With `conditioned=True` (stages 2 and 3) the first target level of every
+frame is a fixed random function of the frame's conditioning token (the
+semantic token of its frame; the frame's first coarse code) and the chain
+runs over the other levels. Given the right conditioning those codes cost
+nothing, so `entropy()` counts the chain's positions only; a model that
+ignores or misaligns its conditioning pays about log(codebook size) for them.
 """
 from typing import Optional
 
@@ -27,9 +34,13 @@ class MarkovStageData(SeededIterator):
 
   def __init__(self, layout: Layout = gin.REQUIRED, batch_size: int = 16,
                num_frames: Optional[int] = None, seed: int = 0, chain_seed: int = 0,
-               concentration: float = 0.2):
+               concentration: float = 0.2, conditioned: bool = False):
     super().__init__(batch_size, seed)
-    self.layout = layout
+    if conditioned and (layout.stage == "semantic" or layout.target_levels < 2):
+      raise ValueError("conditioned: needs a stage with conditioning and at least two "
+                       f"target levels per frame, got the {layout.stage} stage with "
+                       f"{layout.target_levels}")
+    self.layout, self.conditioned = layout, conditioned
     if num_frames is None:
       num_frames = (layout.crop_acoustic_frames if layout.stage == "fine"
                     else layout.crop_semantic_frames)
@@ -42,14 +53,26 @@ class MarkovStageData(SeededIterator):
     values, vectors = np.linalg.eig(self.transitions.T)
     stationary = np.abs(np.real(vectors[:, np.argmin(np.abs(values - 1))]))
     self.stationary = stationary / stationary.sum()
+    # The first target level of a frame, as a function of its conditioning token.
+    source = layout.semantic_vocab if layout.stage == "coarse" else layout.codebook_size
+    self.table = rng.integers(0, states, source)
 
   def entropy(self) -> float:
-    """Nats per target token of the best predictor (the chain itself)."""
+    """Nats per target token of the best predictor (the chain itself, and the
+    conditioning's function where `conditioned`)."""
     n = self.layout.target_length(self.num_frames)
+    chained = self._chain_length(n)
     logs = np.log(np.where(self.transitions > 0, self.transitions, 1.0))
     rate = -(self.stationary * (self.transitions * logs).sum(axis=1)).sum()
     first = -(self.stationary * np.log(np.maximum(self.stationary, 1e-30))).sum()
-    return float((first + (n - 1) * rate) / n)
+    return float((first + (chained - 1) * rate) / n)
+
+  def _chain_length(self, num_targets: int) -> int:
+    """Targets drawn from the chain: all, or all but each frame's first level."""
+    if not self.conditioned:
+      return num_targets
+    levels = self.layout.target_levels
+    return num_targets // levels * (levels - 1)
 
   def _chain(self, rng, length):
     states = np.empty((self.local_batch_size, length), np.int32)
@@ -63,14 +86,23 @@ class MarkovStageData(SeededIterator):
 
   def make_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     layout, batch = self.layout, self.local_batch_size
-    targets = self._chain(rng, layout.target_length(self.num_frames))
+    targets = self._chain(rng, self._chain_length(layout.target_length(self.num_frames)))
     if layout.stage == "semantic":
       return {"tokens": layout.to_sequence(semantic=targets)}
     if layout.stage == "coarse":
       semantic = rng.integers(0, layout.semantic_vocab, (batch, self.num_frames))
-      codes = targets.reshape(batch, -1, layout.num_coarse_levels)
+      codes = self._frames(targets, np.repeat(semantic, layout.frames_per_semantic, axis=1))
       return {"tokens": layout.to_sequence(semantic=semantic, codes=codes)}
     coarse = rng.integers(0, layout.codebook_size,
                           (batch, self.num_frames, layout.num_coarse_levels))
-    codes = np.concatenate([coarse, targets.reshape(batch, self.num_frames, -1)], axis=-1)
+    codes = np.concatenate([coarse, self._frames(targets, coarse[..., 0])], axis=-1)
     return {"tokens": layout.to_sequence(codes=codes)}
+
+  def _frames(self, chain, conditioning):
+    """Target codes [B, T, levels]: the chain's states, after each frame's
+    conditioned first level when `conditioned` (conditioning: [B, T] ids)."""
+    batch, frames = conditioning.shape
+    chain = chain.reshape(batch, frames, -1)
+    if not self.conditioned:
+      return chain
+    return np.concatenate([self.table[conditioning][..., None], chain], axis=-1)
