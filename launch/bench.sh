@@ -7,7 +7,8 @@
 # OUT_DIR defaults to benchmarks/<platform>-<size> (e.g. benchmarks/gpu-paper);
 # commit it with BENCHMARKS.md, which links its plot. Each report fills the
 # BENCHMARKS.md block named after its platform, size and batch:
-# <platform>-<size>:runtime, ...:runtime-batch8, ...:codec, ...:audiolm and ...:train.
+# <platform>-<size>:runtime, ...:runtime-batch8, ...:codec, ...:audiolm and ...:train;
+# blocks missing for this platform and size (a first run on a TPU) are appended.
 # Environment:
 #   SOUNDLM_JAX_EXTRA=cuda12 (or tpu)    accelerator jaxlib, installed by launch/env.sh
 #   SOUNDLM_BENCH_SIZE=paper             model size: paper, or tiny (CPU smoke run)
@@ -39,14 +40,38 @@ run() {  # Prints the command; runs it unless --dry_run.
   if [ "$DRY_RUN" = 0 ]; then "$@"; fi
 }
 
-PLATFORM="<platform>"
-if [ "$DRY_RUN" = 0 ]; then
-  source launch/env.sh
-  PLATFORM="$(python -c 'import jax; print(jax.devices()[0].platform)')"
-fi
 if [ -z "$OUT" ] && [ "$REGENERATE" = 1 ]; then
   echo "--regenerate needs the OUT_DIR that holds the reports" >&2; exit 2
 fi
+PLATFORM="<platform>"
+if [ "$DRY_RUN" = 0 ]; then
+  source launch/env.sh
+  if [ "$REGENERATE" = 1 ]; then
+    # The blocks are named after where the reports were measured, not this machine.
+    read -r PLATFORM SIZE < <(python -c 'import json, sys
+report = json.load(open(sys.argv[1]))
+print(report["environment"]["platform"], report["size"])' "$OUT/runtime/runtime.json")
+  else
+    PLATFORM="$(python -c 'import jax; print(jax.devices()[0].platform)')"
+  fi
+fi
+
+add_blocks() {  # Appends empty BENCHMARKS.md blocks for a platform and size that has none.
+  local prefix="$1" title
+  if grep -q "^<!-- BEGIN $prefix:" BENCHMARKS.md; then return 0; fi
+  echo "+ add the $prefix blocks to BENCHMARKS.md"
+  if [ "$DRY_RUN" = 1 ]; then return 0; fi
+  {
+    printf '\n## %s results (%s size)\n\nFilled by `bash launch/bench.sh` on %s.\n' \
+      "${prefix%-*}" "${prefix##*-}" "${prefix%-*}"
+    for block in "runtime:Generation, batch 1" "runtime-batch8:Generation, batch 8" \
+                 "codec:Codec" "audiolm:AudioLM decode steps" "train:Training"; do
+      title="${block#*:}"
+      printf '\n### %s\n\n<!-- BEGIN %s:%s -->\nNot measured yet.\n<!-- END %s:%s -->\n' \
+        "$title" "$prefix" "${block%%:*}" "$prefix" "${block%%:*}"
+    done
+  } >> BENCHMARKS.md
+}
 OUT="${OUT:-benchmarks/$PLATFORM-$SIZE}"
 if [ "$REGENERATE" = 0 ] && [ "$PLATFORM" = cpu ] && [ "$SIZE" = paper ]; then
   echo "no accelerator found (jax sees only the CPU): paper-size benchmarks would take" \
@@ -62,6 +87,7 @@ if [ "$REGENERATE" = 0 ]; then
   run python -m soundlm.bench.train --size "$SIZE" --model soundstorm coarse \
     --batch "${TRAIN_BATCH[@]}" --out_dir "$OUT/train"
 fi
+add_blocks "$PLATFORM-$SIZE"
 run python -m soundlm.bench.runtime --from_json "$OUT/runtime/runtime.json" \
   --markdown BENCHMARKS.md
 run python -m soundlm.bench.runtime --from_json "$OUT/runtime_batch8/runtime.json" \

@@ -5,6 +5,7 @@
     soundlm generate --prompt=speech.wav --duration=4 --output=out.wav ...
     soundlm decode --manifest=items.jsonl --output_dir=out ...
     soundlm bench runtime --size tiny
+    soundlm compile --topology v4-128 --program soundstorm_train
     soundlm quickstart
 
 Each subcommand runs the same code as its `python -m` module.
@@ -18,6 +19,8 @@ SUBCOMMANDS = {
     "generate": ("soundlm.generate", "continue one prompt (or none) into audio"),
     "decode": ("soundlm.decode", "the batched decode job over a manifest"),
     "quickstart": ("soundlm.quickstart", "train tiny models of everything and generate"),
+    "compile": ("soundlm.compile", "compile programs for a TPU slice without one: "
+                "memory, FLOPs, fit"),
 }
 BENCHMARKS = ("runtime", "codec", "audiolm", "train", "soundstorm", "semantic", "input")
 

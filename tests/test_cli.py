@@ -5,7 +5,7 @@ from soundlm import cli
 
 
 @pytest.mark.parametrize("argv", [
-    ["train"], ["tokenize"], ["generate"], ["decode"], ["quickstart"],
+    ["train"], ["tokenize"], ["generate"], ["decode"], ["quickstart"], ["compile"],
     *[["bench", name] for name in cli.BENCHMARKS],
 ])
 def test_every_subcommand_has_help(argv, capsys):

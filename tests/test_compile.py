@@ -1,0 +1,103 @@
+"""`soundlm.compile`: slices by name, and tiny programs compiled by XLA:TPU for a
+v4 slice on this CPU host (libtpu's compile-only devices)."""
+import math
+
+import pytest
+
+from soundlm import compile as compile_lib
+
+needs_libtpu = pytest.mark.skipif(
+    not compile_lib.libtpu_available(),
+    reason=f"libtpu is not installed (pip install '{compile_lib.LIBTPU_REQUIREMENT}'); "
+           "compiling for TPU slices needs XLA:TPU's compiler")
+
+# A tiny AudioLM stage made wide enough that matrix products dominate its step,
+# so that the 6N + attention count is a fair yardstick for XLA's.
+WIDE = ["soundlm.audiolm.ModelConfig.embed_dim = 128",
+        "soundlm.audiolm.ModelConfig.mlp_dim = 512",
+        "soundlm.audiolm.ModelConfig.head_dim = 32"]
+
+
+@pytest.mark.parametrize("name, topology, shape, wrap", [
+    ("v4-8", "v4:2x2x1", (2, 2, 1), (False, False, False)),
+    ("v4-32", "v4:2x2x4", (2, 2, 4), (False, False, False)),
+    ("v4-128", "v4:4x4x4", (4, 4, 4), (True, True, True)),
+    ("v5e-16", "v5e:4x4", (4, 4), (False, False, False)),
+    ("v5litepod-128", "v5e:8x16", (8, 16), (False, True, False)),
+    ("v5e-256", "v5e:16x16", (16, 16), (True, True, False)),
+    ("v5p-8", "v5:2x2x1", (2, 2, 1), (False, False, False)),
+    ("v4:4x4x12", "v4:4x4x12", (4, 4, 12), (True, True, True)),
+])
+def test_slices(name, topology, shape, wrap):
+  tpu = compile_lib.parse_slice(name)
+  assert (tpu.topology, tpu.shape, tpu.wrap()) == (topology, shape, wrap)
+  assert tpu.num_devices == math.prod(shape)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("v4-7", "whole number of chips"),
+    ("v4-384", "no default shape"),
+    ("v5e:4x4x4", "2 positive dimensions"),
+    ("a100-8", "expected a slice"),
+])
+def test_bad_slices(name, message):
+  with pytest.raises(ValueError, match=message):
+    compile_lib.parse_slice(name)
+
+
+def analytic_train_flops(row) -> float:
+  """6 x matrix parameters x tokens + 12 x layers x (heads x head dim) x length x
+  tokens for one step of the wide tiny coarse stage (no causal discount)."""
+  embed, mlp, heads, head_dim, layers = 128, 512, 4, 32, 2
+  vocab, length = 128, 40  # the tiny coarse layout's padded vocabulary and inputs
+  matrix = layers * (4 * embed * heads * head_dim + 2 * embed * mlp) + embed * vocab
+  tokens = row["batch"] * length
+  return 6 * matrix * tokens + 12 * layers * heads * head_dim * length * tokens
+
+
+@needs_libtpu
+def test_tiny_training_step_on_v4_8():
+  # At batch 64 the update of the replicated parameters, which every device
+  # repeats, is a small part of a device's work.
+  row = compile_lib.compile_program("v4-8", "audiolm_coarse_train", size="tiny",
+                                    partitioning_name="data_parallel", gin_bindings=WIDE,
+                                    batch=64)
+  assert row["compiled"] and row["fits"] and row["error"] is None
+  assert row["num_devices"] == 4 and row["device_kind"] == "TPU v4"
+  assert row["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+  for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes"):
+    assert 0 < row[key] < row["hbm_bytes"], key
+  assert row["alias_bytes"] > 0  # the donated state
+  assert row["hbm_bytes"] == 32 * 2**30
+  analytic = analytic_train_flops(row)
+  assert row["flops"] == pytest.approx(analytic, rel=0.05)
+  # Data parallel: each device does a quarter of the work.
+  assert row["num_devices"] * row["flops_per_device"] == pytest.approx(analytic, rel=0.05)
+  assert row["roofline_s"] >= row["flops_per_device"] / (275e12) > 0
+  assert row["compile_s"] > 0 and row["lower_s"] > 0
+
+
+@needs_libtpu
+def test_too_large_batch_does_not_fit():
+  row = compile_lib.compile_program("v4-8", "audiolm_coarse_train", size="tiny",
+                                    partitioning_name="data_parallel", gin_bindings=WIDE,
+                                    batch=2**22)
+  assert row["batch"] == 2**22
+  assert not row["fits"]
+  if not row["compiled"]:
+    assert "memory" in row["error"].lower() or "RESOURCE_EXHAUSTED" in row["error"]
+  else:
+    assert row["total_bytes"] > row["hbm_bytes"]
+
+
+@needs_libtpu
+def test_batch_must_divide_over_the_batch_shards():
+  with pytest.raises(ValueError, match="batch shards"):
+    compile_lib.compile_program("v4-8", "audiolm_fine_decode", size="tiny", batch=6)
+
+
+def test_cli_reports_a_clear_error_without_topology(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    compile_lib.main(["--program", "codec_encode"])
+  assert exit_info.value.code == 2
+  assert "--topology" in capsys.readouterr().err
