@@ -2,18 +2,50 @@
 
 Layout of `<workdir>/checkpoints/<step>/`: an item `state` (a plain nested
 dict of arrays: step, params, opt_state, collections) written with orbax's
-standard handler, and an item `data` (JSON) with the input pipeline's
-position. Reads always pass restore targets with shardings (`restore`,
-`restore_part`), so a checkpoint written on one mesh or device count loads
-on any other.
+standard handler, and an item `data` (JSON), `{"processes": [state_0, ...]}`,
+with every process's input position: each process feeds its own share of
+the batch, so each one's position is gathered at save time (orbax writes
+JSON from the primary process only) and each takes its own on restore. A
+restart with another process count is refused, naming both counts. Reads
+always pass restore targets with shardings (`restore`, `restore_part`), so
+the train state written on one mesh or device count loads on any other.
 """
+import json
 import logging
-import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
+
+
+def gather_process_states(state: dict) -> list[dict]:
+  """Every process's JSON-able `state`, in process order (a collective: all
+  processes call it together)."""
+  if jax.process_count() == 1:
+    return [state]
+  encoded = np.frombuffer(json.dumps(state, sort_keys=True).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.int32(encoded.size))
+  padded = np.zeros(int(np.max(lengths)), np.uint8)
+  padded[:encoded.size] = encoded
+  gathered = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths)]
+
+
+def process_state(saved: dict, directory: str) -> dict:
+  """This process's entry of a saved `{"processes": [...]}` data item."""
+  states = saved.get("processes") if isinstance(saved, dict) else None
+  if not isinstance(states, list):
+    raise ValueError(f"{directory}: the data item has no per-process input positions "
+                     f"(expected {{'processes': [...]}}, got keys {sorted(saved)})")
+  if len(states) != jax.process_count():
+    raise ValueError(
+        f"{directory} was written by {len(states)} processes but this run has "
+        f"{jax.process_count()}: each process resumes its own input position, so "
+        f"restart with {len(states)} processes (or start a new work dir)")
+  return states[jax.process_index()]
 
 
 class Checkpointer:
@@ -23,7 +55,7 @@ class Checkpointer:
                async_save: bool = True):
     if save_every < 1:
       raise ValueError(f"save_every must be >= 1, got {save_every}")
-    self.directory = os.path.abspath(directory)
+    self.directory = epath.Path(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=save_every,
         enable_async_checkpointing=async_save, create=True)
@@ -37,10 +69,18 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: dict, data_state: dict, force: bool = False) -> bool:
-    """Saves if `step` is due (or `force`); returns whether a save started."""
+    """Saves if `step` is due (or `force`); returns whether a save started.
+
+    `data_state` is this process's input position; it is gathered from all
+    processes only when a save is due, so every process calls `save` with the
+    same step and `force`.
+    """
+    if not (force or self._manager.should_save(step)):
+      return False
+    data = {"processes": gather_process_states(data_state)}
     saved = self._manager.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      data=ocp.args.JsonSave(data_state)),
+                                      data=ocp.args.JsonSave(data)),
         force=force)
     if saved:
       logging.info("checkpoint of step %d started in %s", step, self.directory)
@@ -52,7 +92,8 @@ class Checkpointer:
 
     `abstract_state` holds `jax.ShapeDtypeStruct`s with the target shardings,
     so a checkpoint written on one mesh restores onto any other.
-    Returns (state, data_state), or None when there is no checkpoint.
+    Returns (state, this process's data state), or None when there is no
+    checkpoint; a checkpoint of another process count raises ValueError.
     """
     step = self.latest_step() if step is None else step
     if step is None:
@@ -60,7 +101,7 @@ class Checkpointer:
     restored = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                       data=ocp.args.JsonRestore()))
-    return restored["state"], restored["data"]
+    return restored["state"], process_state(restored["data"], f"{self.directory}/{step}")
 
   def wait(self):
     self._manager.wait_until_finished()

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import gin
@@ -34,20 +34,57 @@ Rules = Sequence[tuple[str, Any]]
 
 
 @gin.configurable
-def initialize_distributed(enabled: bool | None = None):
-  """Calls `jax.distributed.initialize()` once on multi-host runs.
+def distributed_settings(environ: Mapping[str, str], *, multihost: bool | None = None,
+                         coordinator_address: str | None = None,
+                         num_processes: int | None = None, process_id: int | None = None,
+                         on_cloud_tpu_vm: bool = False) -> dict | None:
+  """The keyword arguments for `jax.distributed.initialize`, or None for a
+  single-process run.
 
-  `enabled=None` detects a multi-host launch from the environment (a
-  coordinator address, SLURM with several tasks, or a TPU pod's worker list).
+  Explicit settings (arguments, else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+  JAX_PROCESS_ID) are passed on, for clusters JAX cannot detect. Otherwise a
+  Cloud TPU VM (where JAX reads the worker list from the metadata server, so a
+  pod never starts as N independent jobs), SLURM with several tasks, a TPU
+  worker list or `multihost=True` initialize with JAX's own detection (`{}`).
+  `multihost=False` forces a single process.
   """
-  if enabled is None:
-    enabled = bool(
-        os.environ.get("JAX_COORDINATOR_ADDRESS")
-        or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-        or len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1)
-  if enabled and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
-    logging.info("process %d of %d", jax.process_index(), jax.process_count())
+  if multihost is False:
+    return None
+  address = coordinator_address or environ.get("JAX_COORDINATOR_ADDRESS")
+  if address:
+    count = num_processes if num_processes is not None else environ.get("JAX_NUM_PROCESSES")
+    index = process_id if process_id is not None else environ.get("JAX_PROCESS_ID")
+    settings = {"coordinator_address": address}
+    if count is not None:
+      settings["num_processes"] = int(count)
+    if index is not None:
+      settings["process_id"] = int(index)
+    return settings
+  if num_processes is not None or process_id is not None:
+    raise ValueError("num_processes/process_id need a coordinator address "
+                     "(--coordinator_address or JAX_COORDINATOR_ADDRESS)")
+  detected = (multihost or on_cloud_tpu_vm
+              or int(environ.get("SLURM_NTASKS", "1")) > 1
+              or len(environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1)
+  return {} if detected else None
+
+
+def _on_cloud_tpu_vm() -> bool:
+  """Whether JAX found a Cloud TPU VM (libtpu and TPU devices on this host)."""
+  from jax._src import cloud_tpu_init  # Not exported; the flag JAX's own cluster detection uses.
+  return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+
+
+def initialize_distributed(multihost: bool | None = None, **explicit):
+  """Calls `jax.distributed.initialize()` once, on every multi-host launch
+  (see `distributed_settings`); `explicit` holds coordinator_address,
+  num_processes and process_id when given as flags."""
+  settings = distributed_settings(os.environ, multihost=multihost,
+                                  on_cloud_tpu_vm=_on_cloud_tpu_vm(), **explicit)
+  if settings is None or jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(**settings)
+  logging.info("process %d of %d", jax.process_index(), jax.process_count())
 
 
 def _resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:

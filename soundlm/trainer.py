@@ -10,13 +10,16 @@ state and are replaced by what each phase's loss function returns.
 The state is created already sharded (abstract shapes, then a jitted init
 with `out_shardings`), each step is one `jax.jit` with explicit shardings and
 a donated state, and the input position is checkpointed with the state.
+
+Preemption is agreed across processes: a SIGTERM only raises a local flag,
+the flags are combined after every step, and all processes save that same
+step and stop. The work dir may be a gs:// URI (paths go through etils.epath).
 """
 import dataclasses
 import functools
 import json
 import logging
 import math
-import os
 import signal
 import time
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
@@ -27,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from etils import epath
+from jax.experimental import multihost_utils
 
 from soundlm import checkpoints
 from soundlm import configs
@@ -121,41 +125,49 @@ class MetricsWriter:
 
   A run resumed at step S forgets what an interrupted run logged after S (it
   logs those steps again): such records are dropped from metrics.jsonl and
-  TensorBoard purges its events from step S + 1 on.
+  TensorBoard purges its events from step S + 1 on. On an object store
+  (gs://), which cannot append, metrics.jsonl is rewritten whole at each write.
   """
 
   def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
     self._enabled = enabled
     if enabled:
       from tensorboardX import SummaryWriter  # Pure Python; no TensorFlow.
-      path = os.path.join(workdir, "metrics.jsonl")
-      _drop_records_after(path, resume_step)
-      self._jsonl = open(path, "a")
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+      self._path = epath.Path(workdir) / "metrics.jsonl"
+      self._lines = _records_until(self._path, resume_step)
+      self._appendable = not _in_object_store(self._path)
+      self._jsonl = self._path.open("a") if self._appendable else None
+      self._tensorboard = SummaryWriter(str(epath.Path(workdir) / "tensorboard"),
                                         purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train"):
     if not self._enabled:
       return
     record = {"step": step, **{f"{prefix}/{k}": float(v) for k, v in metrics.items()}}
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
+    line = json.dumps(record) + "\n"
+    if self._appendable:
+      self._jsonl.write(line)
+      self._jsonl.flush()
+    else:
+      self._lines.append(line)
+      _write_text(self._path, "".join(self._lines))
     for key, value in record.items():
       if key != "step":
         self._tensorboard.add_scalar(key, value, step)
 
   def close(self):
     if self._enabled:
-      self._jsonl.close()
+      if self._jsonl is not None:
+        self._jsonl.close()
       self._tensorboard.close()
 
 
-def _drop_records_after(path: str, step: int):
-  """Rewrites metrics.jsonl without the records of steps after `step`."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
+def _records_until(path: epath.Path, step: int) -> list[str]:
+  """The lines of metrics.jsonl up to `step`; the file is rewritten without
+  the records of later steps (and a torn last line of a killed run)."""
+  if not path.exists():
+    return []
+  lines = [line + "\n" for line in path.read_text().splitlines() if line.strip()]
   kept = []
   for line in lines:
     try:
@@ -166,9 +178,24 @@ def _drop_records_after(path: str, step: int):
   if len(kept) != len(lines):
     logging.info("metrics.jsonl: dropping %d records logged after step %d",
                  len(lines) - len(kept), step)
-    with open(path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(path + ".tmp", path)
+    _write_text(path, "".join(kept))
+  return kept
+
+
+def _in_object_store(path: epath.Path) -> bool:
+  return "://" in str(path)
+
+
+def _write_text(path: epath.Path, text: str):
+  """Replaces the file at once: through a renamed temporary file on a file
+  system, directly on an object store (gs://), where an upload is atomic and
+  a rename is a copy."""
+  if _in_object_store(path):
+    path.write_text(text)
+    return
+  temporary = path.parent / f".{path.name}.tmp"
+  temporary.write_text(text)
+  temporary.replace(path)
 
 
 @gin.configurable(denylist=["task", "data", "workdir", "eval_data"])
@@ -192,12 +219,13 @@ class Trainer:
     self.mesh = mesh if mesh is not None else partitioning.make_mesh()
     self.rules = rules if rules is not None else partitioning.logical_axis_rules()
     self.phases = tuple(task.phases())
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     self.checkpointer = checkpoints.Checkpointer(
-        os.path.join(workdir, "checkpoints"), checkpoint_every, keep_checkpoints,
+        str(epath.Path(workdir) / "checkpoints"), checkpoint_every, keep_checkpoints,
         async_checkpoints)
     self.run_config = run_config  # the run's gin config, saved as config.gin
-    self.preempted = False
+    self.preempted = False  # agreed by all processes
+    self._sigterm = False  # this process's own signal
 
   # --- state -------------------------------------------------------------
 
@@ -337,7 +365,14 @@ class Trainer:
   def _on_sigterm(self, signum, frame):
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint after this step")
-    self.preempted = True
+    self._sigterm = True
+
+  def _agree_on_preemption(self) -> bool:
+    """Whether any process has been sent SIGTERM, the same answer on all of them
+    (a collective after each step), so every process saves the same step."""
+    if jax.process_count() == 1:
+      return self._sigterm
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self._sigterm))))
 
   def _evaluate(self, state, step, writer):
     evaluate = getattr(self.task, "evaluate", None)
@@ -378,10 +413,7 @@ class Trainer:
     a refused restart leaves the work dir's config.gin as it was."""
     if self.run_config is None or jax.process_index() != 0:
       return
-    path = epath.Path(self.workdir) / "config.gin"
-    temporary = path.parent / ".config.gin.tmp"
-    temporary.write_text(self.run_config)
-    temporary.replace(path)
+    _write_text(epath.Path(self.workdir) / "config.gin", self.run_config)
 
   def run(self) -> dict[str, float]:
     """Trains to `num_steps`, resuming from the latest checkpoint; returns the
@@ -414,6 +446,7 @@ class Trainer:
           pending = None
           state, metrics = step_fn(state, batch)
           step += 1
+          self.preempted = self._agree_on_preemption()
           window_steps += 1
           # One scalar per step: the loop stops at the first non-finite step,
           # whose update the jitted step has already discarded.

@@ -48,7 +48,7 @@ def test_checkpoint_reads_with_plain_orbax(finished_run):
   manager = ocp.CheckpointManager(workdir / "checkpoints")
   assert manager.latest_step() == 8
   data = manager.restore(8, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
-  assert data["position"] == 8
+  assert data["processes"][0]["position"] == 8
 
 
 def test_resumed_run_continues_with_the_same_losses(tmp_path, finished_run):

@@ -46,7 +46,7 @@ def test_sigterm_saves_and_resume_neither_repeats_nor_skips(tmp_path):
   manager = ocp.CheckpointManager(preempted / "checkpoints")
   stop = manager.latest_step()
   data = manager.restore(stop, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
-  assert data["position"] == stop  # one batch consumed per step, none lost
+  assert data["processes"][0]["position"] == stop  # one batch consumed per step, none lost
 
   total = stop + 3
   resumed = _run(preempted, f"--gin_bindings=Trainer.num_steps = {total}")
