@@ -14,12 +14,16 @@ STAMP="$VENV/.soundlm-installed"
 WANT="$(sha256sum "$REPO_ROOT/setup.py" | cut -d' ' -f1)-${SOUNDLM_JAX_EXTRA:-cpu}"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[soundlm] installing soundlm and its dependencies (a few minutes the first time)" >&2
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$REPO_ROOT[test]"
-  if [ -n "${SOUNDLM_JAX_EXTRA:-}" ]; then
-    "$VENV/bin/python" -m pip install --quiet "jax[${SOUNDLM_JAX_EXTRA}]"
+  # Stamped only when every install succeeded, so a failed one is retried.
+  if "$VENV/bin/python" -m pip install --quiet --upgrade pip \
+      && "$VENV/bin/python" -m pip install --quiet -e "$REPO_ROOT[test]" \
+      && { [ -z "${SOUNDLM_JAX_EXTRA:-}" ] \
+           || "$VENV/bin/python" -m pip install --quiet "jax[${SOUNDLM_JAX_EXTRA}]"; }; then
+    echo "$WANT" > "$STAMP"
+  else
+    echo "[soundlm] ERROR: pip install into $VENV failed (output above); not marked installed" >&2
+    return 1 2>/dev/null || exit 1
   fi
-  echo "$WANT" > "$STAMP"
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"

@@ -7,7 +7,7 @@
 # Usage:
 #   bash launch/tpu_pod.sh --tpu=NAME --zone=ZONE [--project=P] \
 #     [--accelerator_type=v4-32] [--runtime_version=tpu-ubuntu2204-base] \
-#     [--dry_run] -- --gin_file=gin/runs/lm_tiny.gin --workdir=gs://bucket/run
+#     [--dry_run] [--help] -- --gin_file=gin/runs/lm_tiny.gin --workdir=gs://bucket/run
 # Everything after `--` goes to `python -m soundlm.train` (the decode job
 # uses the same launcher with --module=soundlm.decode).
 set -euo pipefail
@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
     --runtime_version=*) RUNTIME="${1#*=}" ;;
     --module=*) MODULE="${1#*=}" ;;
     --dry_run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     --) shift; break ;;
     *) echo "unknown option $1 (put training flags after --)" >&2; exit 2 ;;
   esac
