@@ -1,0 +1,79 @@
+"""A gs:// work dir against a real GCS emulator on the loopback address.
+
+gcsfs (what etils.epath uses for gs:// with EPATH_USE_TF=false) and
+google-cloud-storage (TensorBoard's gs:// writer) reach the emulator through
+STORAGE_EMULATOR_HOST. The emulator lacks what tensorstore needs for orbax's
+array writes (object generations) and the rename API, so checkpoints' arrays
+are not written here; everything the trainer writes itself is.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+emulator = pytest.importorskip("gcp_storage_emulator.server")
+pytest.importorskip("gcsfs")
+
+from etils import epath  # noqa: E402
+
+from soundlm import checkpoints  # noqa: E402
+from soundlm import trainer as trainer_lib  # noqa: E402
+
+BUCKET = "soundlm-test"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def gcs(monkeypatch, tmp_path):
+  """An emulated bucket BUCKET; the current directory is an empty tmp_path, so
+  a gs:// URI taken for a local path would show up there."""
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+  server.start()
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+  monkeypatch.setenv("EPATH_USE_TF", "false")
+  monkeypatch.chdir(tmp_path)
+  yield f"gs://{BUCKET}"
+  server.stop()
+  assert list(tmp_path.iterdir()) == []
+
+
+# Runs in its own process: TensorBoard's gs:// writer uploads once more when
+# collected at exit, which must happen while the emulator still serves.
+WRITE_METRICS = """
+import sys
+from soundlm import trainer
+workdir = sys.argv[1]
+writer = trainer.MetricsWriter(workdir)
+for step in (1, 2, 3):
+  writer.write(step, {"loss": 1.0 / step})
+writer.close()
+resumed = trainer.MetricsWriter(workdir, resume_step=2)  # step 3 is logged again
+resumed.write(3, {"loss": 0.25})
+resumed.close()
+"""
+
+
+def test_metrics_and_tensorboard_go_to_the_bucket_and_resume(gcs):
+  workdir = f"{gcs}/runs/lm"
+  subprocess.run([sys.executable, "-c", WRITE_METRICS, workdir], check=True, timeout=300,
+                 env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  run = epath.Path(workdir)
+  records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  assert records == [{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5},
+                     {"step": 3, "train/loss": 0.25}]
+  assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+
+
+def test_checkpointer_keeps_a_gs_uri(gcs):
+  checkpointer = checkpoints.Checkpointer(f"{gcs}/runs/lm/checkpoints", save_every=1)
+  try:
+    assert str(checkpointer.directory) == f"{gcs}/runs/lm/checkpoints"
+    assert checkpointer.latest_step() is None
+  finally:
+    checkpointer.close()
