@@ -64,6 +64,15 @@ def test_shards_match_the_audio_durations(models, complete):
     assert 0 <= r["codes"].min() and r["codes"].max() < codec.codebook_size
 
 
+def test_padded_clips_get_the_semantic_tokens_they_get_alone(models, complete):
+  _, semantic = models
+  records = {r["id"].decode().split("/")[-1]: r["semantic"] for r in _records(complete[0])}
+  clips = sorted(corpus.load_builtin("validation", "speech"), key=lambda c: c.waveform.size)
+  for clip in (clips[0], clips[-1]):  # 8 s buckets: both are padded
+    alone = np.asarray(semantic.tokenize(clip.waveform[None]))[0]
+    np.testing.assert_array_equal(records[clip.id], alone)
+
+
 def test_interrupted_job_resumes_to_the_same_shards(models, speech, complete, tmp_path):
   out, manifest = complete
   partial = tokenize.run(speech, str(tmp_path), *models,

@@ -93,8 +93,16 @@ class Tokenizer:
     for i, w in enumerate(wavs):
       batch[i, :w.size] = w
     codes = np.asarray(self.codec.encode(batch, num_levels=self.spec.num_levels))
-    sem_batch = audio.resample(batch, self.spec.sample_rate, int(self.semantic.sample_rate))
-    semantic = np.asarray(self.semantic.tokenize(sem_batch))
+    # Each clip is resampled alone and tokenized with its length, so its
+    # semantic tokens do not depend on the padding.
+    sem_rate = int(self.semantic.sample_rate)
+    sem_wavs = [audio.resample(w, self.spec.sample_rate, sem_rate) for w in wavs]
+    sem_batch = np.zeros((self.batch_size, length * sem_rate // self.spec.sample_rate),
+                         np.float32)
+    lengths = np.full(self.batch_size, sem_batch.shape[1])
+    for i, w in enumerate(sem_wavs):
+      sem_batch[i, :w.size], lengths[i] = w, w.size
+    semantic = np.asarray(self.semantic.tokenize(sem_batch, lengths=lengths))
     r = self.spec.frames_per_semantic
     out = []
     for i, w in enumerate(wavs):

@@ -7,12 +7,21 @@ the last N % 640 samples (under 40 ms) produce no token. Models whose
 Conformer stack runs at 50 Hz (w2v-BERT 2.0) have each pair of frames
 averaged into one 25 Hz embedding before clustering.
 
+Clips of different lengths share a batch zero-padded to its longest, with
+`lengths` giving each clip's samples: features, attention and convolutions
+then ignore the padding, so a clip gets the tokens it gets alone (up to float
+rounding), and its frames past `lengths // 640` are padding (embeddings zero,
+tokens PAD_TOKEN).
+
 A k-means file records the fingerprint of the model and layer it was fitted
 on (`SemanticEmbedder.fingerprint`); a tokenizer refuses centroids fitted on
-other parameters, and warns for older files that record none.
+other parameters or another model config, and warns for older files that
+record no fingerprint, or no config digest (those still have their
+parameters and layer checked).
 """
 import functools
 import hashlib
+import json
 import os
 import pathlib
 import warnings
@@ -22,13 +31,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from soundlm.io import audio
+from soundlm import configs
 from soundlm import models
 from soundlm import partitioning
 from soundlm.semantic import features as features_lib
 from soundlm.semantic.config import W2vBertConfig, read_config, read_token_config
-from soundlm.semantic.encoder import W2vBertEncoder, input_features
+from soundlm.semantic.encoder import W2vBertEncoder, input_features, padding_mask
 from soundlm.semantic.hf_import import load_hf_w2v_bert
 from soundlm.semantic.kmeans import KMeans
+
+PAD_TOKEN = -1  # token id of frames past a clip's length in a padded batch
 
 
 class SemanticEmbedder:
@@ -49,27 +61,43 @@ class SemanticEmbedder:
     self._encoder = W2vBertEncoder(config)
     self._embed = jax.jit(self.embed_fn)
 
-  def embed_fn(self, params, wav):
-    """Pure function: (encoder params, [B, N] waveform) -> [B, N // 640, width]."""
-    hidden, _ = self._encoder.apply({"params": params}, input_features(wav, self.config),
+  def embed_fn(self, params, wav, lengths=None):
+    """Pure function: (encoder params, [B, N] waveform, optional int [B] clip
+    lengths in samples) -> [B, N // 640, width], zero past each clip's tokens."""
+    features = input_features(wav, self.config, lengths)
+    mask = None if lengths is None else padding_mask(lengths, wav.shape[1], self.config)
+    hidden, _ = self._encoder.apply({"params": params}, features, padding_mask=mask,
                                     num_layers=self.layer)
     x = hidden[self.layer]
     if self.config.model_frame_rate == 50:
       x = x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2]).mean(axis=2)
-    return x
+    if lengths is None:
+      return x
+    return jnp.where(token_mask(lengths, x.shape[1])[..., None], x, 0)
 
-  def embed(self, wav, sample_rate: int | None = None) -> jax.Array:
-    """float32 [B, N] waveform -> float32 [B, N // 640, width] embeddings of `layer`."""
+  def embed(self, wav, sample_rate: int | None = None, lengths=None) -> jax.Array:
+    """float32 [B, N] waveform -> float32 [B, N // 640, width] embeddings of `layer`.
+    `lengths` (int [B] samples, 640..N) marks the clips of a zero-padded batch."""
+    arguments, valid = self.place(wav, sample_rate, lengths)
+    return self._embed(*arguments)[valid]
+
+  def place(self, wav, sample_rate: int | None = None, lengths=None):
+    """Checks a batch and places it over the mesh: ((params, wav[, lengths]),
+    the arguments of `embed_fn`, and the valid-row mask of its results)."""
     features_lib.check_waveform(wav, sample_rate)
-    wav, valid = self.partitioner.place_batch(jnp.asarray(wav, jnp.float32))
-    return self._embed(self.params, wav)[valid]
+    batch = [jnp.asarray(wav, jnp.float32)]
+    if lengths is not None:
+      batch.append(features_lib.check_lengths(lengths, wav))
+    batch, valid = self.partitioner.place_batch(tuple(batch))
+    return (self.params, *batch), valid
 
   def fingerprint(self) -> dict:
     """What k-means files record of the model they were fitted on: the source
     (work dir, Hugging Face folder or random size), checkpoint step, layer, and
-    a digest of the parameters that layer depends on."""
+    digests of the parameters that layer depends on and of the model config."""
     return {"source": self.source, "step": self.step, "layer": self.layer,
-            "params": params_digest(self.params, self.layer)}
+            "params": params_digest(self.params, self.layer),
+            "config": config_digest(self.config)}
 
   @classmethod
   def of(cls, model: models.Model, layer: int) -> "SemanticEmbedder":
@@ -161,25 +189,35 @@ class SemanticTokenizer:
 
   # --- use ---------------------------------------------------------------
 
-  def tokenize_fn(self, params, wav):
-    """Pure function: (encoder params, [B, N] waveform) -> int32 [B, N // 640]."""
-    return self.kmeans.assign(self.embedder.embed_fn(params, wav))
+  def tokenize_fn(self, params, wav, lengths=None):
+    """Pure function: (encoder params, [B, N] waveform, optional int [B] clip
+    lengths in samples) -> int32 [B, N // 640], PAD_TOKEN past each clip's tokens."""
+    tokens = self.kmeans.assign(self.embedder.embed_fn(params, wav, lengths))
+    if lengths is None:
+      return tokens
+    return jnp.where(token_mask(lengths, tokens.shape[1]), tokens, PAD_TOKEN)
 
-  def tokenize(self, wav, sample_rate: int | None = None) -> jax.Array:
+  def tokenize(self, wav, sample_rate: int | None = None, lengths=None) -> jax.Array:
     """float32 [B, N] waveform in [-1, 1] at 16 kHz -> int32 [B, N // 640] tokens.
 
-    `sample_rate`, when given, must be 16000. Raises ValueError for
-    multi-channel audio, non-float samples, or clips shorter than 640 samples.
+    `sample_rate`, when given, must be 16000. `lengths` (int [B] samples,
+    640..N) gives each clip's length in a zero-padded batch. Raises ValueError
+    for multi-channel audio, non-float samples, clips shorter than 640 samples
+    or lengths outside 640..N.
     """
-    features_lib.check_waveform(wav, sample_rate)
-    wav, valid = self.embedder.partitioner.place_batch(jnp.asarray(wav, jnp.float32))
-    return self._tokenize(self.params, wav)[valid]
+    arguments, valid = self.embedder.place(wav, sample_rate, lengths)
+    return self._tokenize(*arguments)[valid]
 
   def tokenize_file(self, path) -> np.ndarray:
     """int32 [N // 640] tokens of a mono 16 kHz audio file (other rates and
     channel counts are refused)."""
     wav, _ = audio.read_audio(path, self.sample_rate)
     return np.asarray(self.tokenize(wav[None]))[0]
+
+
+def token_mask(lengths, num_tokens: int) -> jax.Array:
+  """bool [B, num_tokens]: True on each clip's whole 25 Hz tokens."""
+  return features_lib.frame_mask(features_lib.num_tokens(jnp.asarray(lengths)), num_tokens)
 
 
 def run_config(workdir) -> pathlib.Path:
@@ -214,26 +252,48 @@ def params_digest(params, layer: int) -> str:
   return digest.hexdigest()[:16]
 
 
+# W2vBertConfig fields that do not change what a hidden state computes at
+# inference: pre-training heads, dropout, and the depth of the stack (blocks
+# past the layer do not run; the parameter digest covers the blocks before it).
+_NOT_IN_EMBEDDINGS = ("dropout_rate", "codebook_size", "codebook_dim", "contrastive_dim",
+                      "num_contrastive_layers", "num_mlm_layers")
+
+
+def config_digest(config: W2vBertConfig) -> str:
+  """A digest of the config fields that shape the embeddings (position
+  scheme and windows, epsilons, front end, sizes, ...)."""
+  fields = {name: value for name, value in configs.to_dict(config).items()
+            if name not in _NOT_IN_EMBEDDINGS}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _describe(fingerprint: dict) -> str:
   step = "" if fingerprint.get("step") is None else f" step {fingerprint['step']}"
   return (f"layer {fingerprint.get('layer')} of {fingerprint.get('source')}{step} "
-          f"(parameter digest {fingerprint.get('params')})")
+          f"(parameter digest {fingerprint.get('params')}, config digest "
+          f"{fingerprint.get('config')})")
 
 
 def _check_fitted_on(kmeans: KMeans, embedder: SemanticEmbedder):
-  """Refuses centroids fitted on another model or layer; warns when the file is
-  too old to say."""
+  """Refuses centroids fitted on another model, config or layer; warns when the
+  file is too old to say (all of it, or the config)."""
   where = f"k-means file {kmeans.path}" if kmeans.path else "the k-means centroids"
+  mine = embedder.fingerprint()
   if kmeans.model is None:
     warnings.warn(f"{where} records no fingerprint of the model it was fitted on (an older "
                   "file, or fit_kmeans without model=); it is used unchecked with "
-                  f"{_describe(embedder.fingerprint())}", stacklevel=4)
+                  f"{_describe(mine)}", stacklevel=4)
     return
-  mine = embedder.fingerprint()
-  if kmeans.model.get("params") != mine["params"] or kmeans.model.get("layer") != mine["layer"]:
+  recorded = {"params": kmeans.model.get("params"), "layer": kmeans.model.get("layer"),
+              "config": kmeans.model.get("config", mine["config"])}
+  if any(recorded[name] != mine[name] for name in recorded):
     raise ValueError(f"{where} was fitted on {_describe(kmeans.model)}, not on this model: "
                      f"{_describe(mine)}; fit k-means on this model's embeddings "
                      "(python -m soundlm.semantic.fit_kmeans)")
+  if "config" not in kmeans.model:
+    warnings.warn(f"{where} records no config digest (a file from before configs were "
+                  "recorded): its parameters and layer match, its model config is "
+                  "unchecked", stacklevel=4)
 
 
 def _layer(layer, kmeans):

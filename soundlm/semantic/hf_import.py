@@ -7,6 +7,12 @@ the shared `ConformerBlock` with the w2v-BERT 2.0 options. `TENSORS` names the
 Hugging Face tensor of every parameter. Every tensor of the file must map onto
 a parameter and every parameter must be found, with the right shape; anything
 else is an error naming the tensors.
+
+The features are soundlm's (`soundlm.semantic.features`: the SeamlessM4T
+extractor's log-mels at 16 kHz, pairs of frames stacked). A folder's
+`preprocessor_config.json`, when it has one, must describe those features; a
+setting they do not reproduce (extractor, sample rate, mel bins, stride) is an
+error naming it. Without the file the SeamlessM4T defaults are assumed.
 """
 import json
 import os
@@ -19,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from soundlm.semantic import features
 from soundlm.semantic.config import W2vBertConfig
 from soundlm.semantic.encoder import W2vBertEncoder
 from soundlm.semantic.safetensors_io import read_safetensors
@@ -49,11 +56,12 @@ def config_from_hf(hf: dict, source: str = "config.json") -> W2vBertConfig:
       raise ValueError(f"{source}: {flag}=true is not supported; import the encoder of a "
                        "checkpoint without an adapter")
   input_dim = hf.get("feature_projection_input_dim", 160)
-  if input_dim % 2:
-    raise ValueError(f"{source}: feature_projection_input_dim {input_dim} is not two "
-                     "stacked fbank frames")
+  if input_dim % features.STACKED_FRAMES:
+    raise ValueError(f"{source}: feature_projection_input_dim {input_dim} is not "
+                     f"{features.STACKED_FRAMES} stacked fbank frames")
   return W2vBertConfig(
-      frontend="stacked", num_mel_bins=input_dim // 2, width=hf.get("hidden_size", 1024),
+      frontend="stacked", num_mel_bins=input_dim // features.STACKED_FRAMES,
+      width=hf.get("hidden_size", 1024),
       num_heads=hf.get("num_attention_heads", 16), mlp_dim=hf.get("intermediate_size", 4096),
       conv_kernel_size=hf.get("conv_depthwise_kernel_size", 31),
       num_contrastive_layers=hf.get("num_hidden_layers", 24), num_mlm_layers=0,
@@ -62,6 +70,21 @@ def config_from_hf(hf: dict, source: str = "config.json") -> W2vBertConfig:
       right_max_position=hf.get("right_max_position_embeddings", 8),
       rotary_base=float(hf.get("rotary_embedding_base", 10_000)),
       layer_norm_eps=hf.get("layer_norm_eps", 1e-5), dropout_rate=0.0)
+
+
+def check_preprocessor(preprocessor: dict, config: W2vBertConfig,
+                       source: str = "preprocessor_config.json") -> None:
+  """Raises ValueError naming every feature-extractor setting in
+  `preprocessor` that soundlm's features for `config` do not reproduce."""
+  expected = {"feature_extractor_type": "SeamlessM4TFeatureExtractor",
+              "sampling_rate": features.SAMPLE_RATE, "stride": features.STACKED_FRAMES,
+              "num_mel_bins": config.num_mel_bins, "feature_size": config.num_mel_bins}
+  wrong = [f"{name} {preprocessor[name]!r} (expected {value!r})"
+           for name, value in expected.items()
+           if name in preprocessor and preprocessor[name] != value]
+  if wrong:
+    raise ValueError(f"{source}: soundlm does not reproduce these features: "
+                     f"{', '.join(wrong)}")
 
 
 def _has_mask_embedding(hf: dict) -> bool:
@@ -218,5 +241,8 @@ def load_hf_w2v_bert(path) -> tuple[W2vBertConfig, dict]:
                             "Wav2Vec2BertModel folder)")
   hf = json.loads(config_file.read_text())
   config = config_from_hf(hf, str(config_file))
+  preprocessor = folder / "preprocessor_config.json"
+  if preprocessor.is_file():
+    check_preprocessor(json.loads(preprocessor.read_text()), config, str(preprocessor))
   params = params_from_hf(_read_tensors(folder), config, _has_mask_embedding(hf), str(folder))
   return config, params

@@ -34,8 +34,9 @@ class KMeans:
   """Fitted centroids [K, D] in normalised space, plus the normalisation.
 
   `model` is the fingerprint of the embeddings it was fitted on
-  (`SemanticEmbedder.fingerprint`: source, step, layer and a digest of the
-  parameters), checked when a tokenizer combines it with a model."""
+  (`SemanticEmbedder.fingerprint`: source, step, layer and digests of the
+  parameters and the model config), checked when a tokenizer combines it
+  with a model."""
   centroids: np.ndarray
   mean: np.ndarray
   std: np.ndarray
