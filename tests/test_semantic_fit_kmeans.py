@@ -101,11 +101,11 @@ def test_corpus_root_without_the_builtin_layout_points_to_folder_corpora(folder_
   assert f"use --corpus=folder:{folder_corpus}" in capsys.readouterr().err
 
 
-def test_work_dir_without_config_gin_says_so(fitted, tmp_path):
-  with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no config.gin in this work dir"):
-    SemanticTokenizer.from_checkpoints(tmp_path, fitted)
+def test_work_dir_without_its_model_files_says_so(fitted, tmp_path):
+  with pytest.raises(FileNotFoundError, match="model.json does not exist: .* is not the work dir"):
+    SemanticTokenizer.load(tmp_path, fitted)
   with pytest.raises(FileNotFoundError, match="no config.gin in this work dir"):
     fit_kmeans.main([f"--w2v_bert_workdir={tmp_path}", f"--out={tmp_path / 'k.npz'}"])
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    SemanticTokenizer.from_checkpoints(tmp_path / "missing", fitted)
+    SemanticTokenizer.load(tmp_path / "missing", fitted)
   assert not os.path.exists(tmp_path / "k.npz")

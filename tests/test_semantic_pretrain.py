@@ -89,12 +89,12 @@ def test_sharded_evaluation_matches_one_device():
 
 def test_tokenizer_from_checkpoint_and_kmeans(trained, tmp_path):
   workdir, _ = trained
-  embedder = SemanticEmbedder.from_checkpoints(workdir, layer=2)
+  embedder = SemanticEmbedder.load(workdir, layer=2)
   clips = corpus.load_builtin("validation", "speech")
   embeddings, _ = collect_embeddings(embedder, [c.waveform for c in clips], 2.0)
   kmeans, _ = fit_kmeans(embeddings, 16, num_iters=5, layer=2, model=embedder.fingerprint())
   kmeans.save(tmp_path / "kmeans.npz")
-  tokenizer = SemanticTokenizer.from_checkpoints(workdir, tmp_path / "kmeans.npz")
+  tokenizer = SemanticTokenizer.load(workdir, tmp_path / "kmeans.npz")
   assert (tokenizer.layer, tokenizer.vocab_size) == (2, 16)
   assert tokenizer.embedder.fingerprint() == embedder.fingerprint()
   assert embedder.fingerprint()["source"] == str(pathlib.Path(workdir).absolute())
@@ -103,7 +103,7 @@ def test_tokenizer_from_checkpoint_and_kmeans(trained, tmp_path):
   assert tokens.shape == (1, 25) and tokens.dtype == np.int32
   assert len(set(tokens[0].tolist())) > 1
   with pytest.raises(ValueError, match="fitted on layer 2"):
-    SemanticTokenizer.from_checkpoints(workdir, tmp_path / "kmeans.npz", layer=1)
+    SemanticTokenizer.load(workdir, tmp_path / "kmeans.npz", layer=1)
 
 
 def test_negatives_are_other_masked_frames_of_the_same_clip():
