@@ -43,6 +43,7 @@ class JobConfig:
   bucket_seconds: float = 1.0
   on_error: str = "raise"
   allow_resample: bool = False
+  allow_downmix: bool = False
   host_index: int | None = None  # None: jax.process_index()
   num_hosts: int | None = None  # None: jax.process_count()
   max_shards: int | None = None  # stop after this many shards (the rest on a later run)
@@ -268,8 +269,12 @@ def main(argv=None):
   config = JobConfig(**{f.name: args[f.name] for f in dataclasses.fields(JobConfig)
                         if f.name != "progress"}, progress=not args["no_progress"])
   start_hosts(config)
+  # A folder: source reads its files with the job's error, resample and downmix settings.
   builder = sources.audio_builder(args["source"], args["data_dir"],
-                                  sample_rate=args["folder_sample_rate"])
+                                  sample_rate=args["folder_sample_rate"],
+                                  on_error=config.on_error,
+                                  allow_resample=config.allow_resample,
+                                  allow_downmix=config.allow_downmix)
   codec, semantic = load_models(args["codec"], args["semantic"])
   result = run(builder, args["out"], codec, semantic, config)
   split = result.get("splits", {}).get(config.split)
