@@ -36,6 +36,9 @@ setuptools.setup(
     # jax[tpu] adds libtpu at the version matching jax (0.0.42.* for jax 0.10.2; a
     # 213 MB wheel): XLA:TPU's compiler, which `soundlm compile` and its tests use
     # to compile for TPU slices on a CPU host.
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "jax[tpu]"]},
+    # gcp-storage-emulator and gcsfs: a real GCS server on the loopback address
+    # for the gs:// work-dir tests.
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "jax[tpu]",
+                             "gcp-storage-emulator>=2024.8", "gcsfs>=2024.2"]},
     entry_points={"console_scripts": ["soundlm=soundlm.cli:main"]},
 )
