@@ -56,7 +56,9 @@ class Phase:
 
 class Task(Protocol):
   """What is trained. A task of a model family also has `model_config`, the
-  family's config dataclass, which the trainer records in the work dir."""
+  family's config dataclass, which the trainer records in the work dir, and
+  may have `check_batch(local_batch)`, which raises ValueError on input the
+  model cannot take (run on the host for every batch)."""
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict: ...
   def phases(self) -> Sequence[Phase]: ...
 
@@ -415,11 +417,21 @@ class Trainer:
       return
     _write_text(epath.Path(self.workdir) / "config.gin", self.run_config)
 
+  def _next_batch(self):
+    """This host's next batch, checked by the task when it can (ids out of a
+    model's vocabulary would otherwise surface only as a non-finite loss),
+    assembled into the global batch."""
+    local = next(self.data)
+    check = getattr(self.task, "check_batch", None)
+    if check is not None:
+      check(local)
+    return partitioning.global_batch(local, self.mesh)
+
   def run(self) -> dict[str, float]:
     """Trains to `num_steps`, resuming from the latest checkpoint; returns the
     last logged metrics. A SIGTERM saves and returns early with `preempted` set."""
     self._record_model_config()
-    first_batch = partitioning.global_batch(next(self.data), self.mesh)
+    first_batch = self._next_batch()
     abstract = self.abstract_state(first_batch)
     shardings = jax.tree_util.tree_map(lambda x: x.sharding, abstract)
     restored = self.checkpointer.restore(abstract)
@@ -441,8 +453,7 @@ class Trainer:
         step_fn = self._compile_step(shardings, first_batch)
         window_start, window_steps = time.time(), 0
         while step < self.num_steps:
-          batch = pending if pending is not None else partitioning.global_batch(
-              next(self.data), self.mesh)
+          batch = pending if pending is not None else self._next_batch()
           pending = None
           state, metrics = step_fn(state, batch)
           step += 1

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from soundlm import train
+from soundlm import train, trainer
 from soundlm.soundstorm.api import SoundStorm
 from soundlm.soundstorm.model import SoundStormConfig
 from soundlm.soundstorm.synthetic import KnownProcessCodes
@@ -74,3 +74,23 @@ def test_padded_frames_do_not_affect_the_loss():
             for s in range(3) for b in (batch, garbled)]
   np.testing.assert_allclose(losses[0::2], losses[1::2], rtol=1e-5)
   assert len(set(np.round(losses[0::2], 5))) > 1  # the masks differ between rngs
+
+
+class _CorruptCodes(KnownProcessCodes):
+  """The process's batches with one code out of the codebook."""
+
+  def make_batch(self, rng):
+    batch = super().make_batch(rng)
+    batch["codes"][0, 3, 1] = self.codebook_size
+    return batch
+
+
+def test_ids_out_of_the_vocabulary_stop_training_with_a_clear_error(tmp_path):
+  config = SoundStormConfig(semantic_vocab=SEMANTIC, codebook_size=CODES, num_levels=LEVELS,
+                            num_layers=1, embed_dim=16, num_heads=2, head_dim=8, mlp_dim=32)
+  data = _CorruptCodes(batch_size=8, num_frames=16, num_levels=LEVELS, codebook_size=CODES,
+                       semantic_vocab=SEMANTIC)
+  run = trainer.Trainer(SoundStormTask(config), data, str(tmp_path), num_steps=2)
+  with pytest.raises(ValueError, match=rf"batch\['codes'\] ids must lie in \[0, {CODES}\), "
+                                       rf"found \[{CODES}\]"):
+    run.run()

@@ -20,7 +20,6 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from soundlm import partitioning
@@ -180,11 +179,3 @@ class Decoder:
                                   partitioning.batch_sharding(self.mesh, 1), replicated),
                     out_shardings=partitioning.batch_sharding(self.mesh, 2))
     return jax.jit(self._generate, static_argnums=(4, 5), **kwargs)
-
-
-def check_ids(tokens, low: int, high: int, name: str):
-  """Raises unless every id of `tokens` lies in [low, high)."""
-  tokens = np.asarray(tokens)
-  if tokens.size and (tokens.min() < low or tokens.max() >= high):
-    raise ValueError(f"{name} must hold ids in [{low}, {high}), found "
-                     f"{tokens[(tokens < low) | (tokens >= high)].ravel()[0]}")

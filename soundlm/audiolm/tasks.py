@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from soundlm import trainer
+from soundlm.layers.ids import check_ids
 from soundlm.audiolm.decoding import mask_invalid
 from soundlm.audiolm.layouts import Layout
 from soundlm.audiolm.model import DecoderLM, ModelConfig, StageConfig
@@ -48,6 +49,10 @@ class AudioLMTask:
     if tokens.ndim != 2 or tokens.shape[1] < 2:
       raise ValueError(f"batch['tokens'] must be [batch, length>=2], got {tokens.shape}")
     return tokens.astype(jnp.int32)
+
+  def check_batch(self, batch):
+    """Refuses host batches with ids outside the stage's vocabulary."""
+    check_ids("batch['tokens']", batch["tokens"], self.layout.vocab_size)
 
   def init(self, rng, batch):
     params = self.model.init(rng, self._tokens(batch)[:, :-1])["params"]

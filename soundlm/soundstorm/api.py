@@ -17,15 +17,10 @@ import numpy as np
 
 from soundlm import models
 from soundlm import rng as rng_lib
+from soundlm.layers.ids import check_ids
 from soundlm.soundstorm import decoding
 from soundlm.soundstorm import schedule as schedule_lib
 from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
-
-
-def _check_ids(name: str, values: np.ndarray, limit: int):
-  if values.size and (values.min() < 0 or values.max() >= limit):
-    raise ValueError(f"{name} ids must be in [0, {limit}), got range "
-                     f"[{values.min()}, {values.max()}]")
 
 
 class SoundStorm:
@@ -84,14 +79,14 @@ class SoundStorm:
     if semantic.ndim != 2 or not np.issubdtype(semantic.dtype, np.integer):
       raise ValueError(f"semantic must be integer [batch, time], got "
                        f"{semantic.dtype} {semantic.shape}")
-    _check_ids("semantic", semantic, model.semantic_vocab)
+    check_ids("semantic", semantic, model.semantic_vocab)
     if num_frames is None:
       num_frames = semantic.shape[1] * model.frames_per_semantic_token
     if prompt_codes is not None:
       prompt_codes = np.asarray(prompt_codes)
       if not np.issubdtype(prompt_codes.dtype, np.integer):
         raise ValueError(f"prompt_codes must be integer, got {prompt_codes.dtype}")
-      _check_ids("prompt_codes", prompt_codes, model.codebook_size)
+      check_ids("prompt_codes", prompt_codes, model.codebook_size)
     temperature = np.asarray(temperature, np.float32)
     if temperature.ndim > 1 or temperature.size not in (1, model.num_levels) or (
         temperature <= 0).any():

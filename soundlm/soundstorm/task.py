@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from soundlm import trainer
+from soundlm.layers.ids import check_ids
 from soundlm.soundstorm.masking import sample_training_mask
 from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
 
@@ -38,6 +39,12 @@ class SoundStormTask:
     self.model_config = config  # what soundlm.train records in model.json
     self.model = SoundStormModel(config)
     self.optimizer = optimizer if optimizer is not None else trainer.make_optimizer()
+
+  def check_batch(self, batch):
+    """Refuses host batches with codes or semantic ids outside the model's
+    vocabularies (the mask id K included: data never holds it)."""
+    check_ids("batch['codes']", batch["codes"], self.model.codebook_size)
+    check_ids("batch['semantic']", batch["semantic"], self.model.semantic_vocab)
 
   def init(self, rng, batch) -> dict:
     codes = batch["codes"]
