@@ -75,6 +75,7 @@ from soundlm.audiolm.model import DecoderLM, ModelConfig, StageConfig
 from soundlm.bench import audiolm as audiolm_bench
 from soundlm.bench import common
 from soundlm.codec.model import SoundStream, SoundStreamConfig
+from soundlm.layers import stack
 from soundlm.soundstorm import decoding as storm_decoding
 from soundlm.soundstorm import schedule as schedule_lib
 from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
@@ -383,7 +384,10 @@ def _build_train(program: Program, setting: Setting) -> Built:
   except BaseException:
     step.close()
     raise
-  return Built(lowered, batch, seconds, [work], setting.rules, train_step=step)
+  # A scanned layer stack is a loop: its work is counted on the unrolled step.
+  scanned = getattr(step.task.model_config, "scan_layers", False)
+  return Built(lowered, batch, seconds, [work], setting.rules, loops=scanned,
+               train_step=step)
 
 
 # Inference ---------------------------------------------------------------------------
@@ -510,23 +514,27 @@ def _programs() -> dict[str, Program]:
 PROGRAMS = _programs()
 
 # `--table`: the paper-size programs of BENCHMARKS.md as (program, slice,
-# partitioning), at the run files' batches (SoundStorm 128 windows of 30 s,
-# w2v-BERT 32 crops of 16 s, AudioLM stage 2 256 crops of 10 s) and one example
-# per batch shard for decoding. About a minute of compiling each on an idle
-# 2-core host; a batch search multiplies that several-fold, so it is left out.
+# partitioning, gin bindings), at the run files' batches (SoundStorm 128
+# windows of 30 s, w2v-BERT 32 crops of 16 s) and one example per batch shard
+# for decoding; the last SoundStorm rows show what scanning its layers and
+# rematerialising its blocks change. Each row compiles for one to a few
+# minutes on a 2-core host; a batch search multiplies that several-fold, so it
+# is left out.
+SCAN = "SoundStormConfig.scan_layers = True"
 TABLE = (
-    ("soundstorm_train", "v4-8", "data_parallel"),
-    ("soundstorm_train", "v4-8", "fsdp"),
-    ("soundstorm_train", "v4-8", "fsdp_tensor"),
-    ("soundstorm_train", "v4-32", "fsdp"),
-    ("soundstorm_train", "v4-128", "fsdp"),
-    ("soundstorm_train", "v5e-16", "fsdp"),
-    ("soundstorm_train", "v5e-256", "fsdp_tensor"),
-    ("w2v_bert_train", "v4-32", "fsdp"),
-    ("audiolm_coarse_train", "v4-32", "fsdp"),
-    ("soundstorm_decode", "v4-8", "data_parallel"),
-    ("audiolm_coarse_decode", "v4-8", "data_parallel"),
-    ("codec_decode", "v4-8", "data_parallel"),
+    ("soundstorm_train", "v4-8", "data_parallel", ()),
+    ("soundstorm_train", "v4-8", "fsdp", ()),
+    ("soundstorm_train", "v4-8", "fsdp_tensor", ()),
+    ("soundstorm_train", "v4-32", "fsdp", ()),
+    ("soundstorm_train", "v4-128", "fsdp", ()),
+    ("soundstorm_train", "v5e-16", "fsdp", ()),
+    ("soundstorm_train", "v5e-256", "fsdp_tensor", ()),
+    ("soundstorm_train", "v4-8", "fsdp", (SCAN,)),
+    ("soundstorm_train", "v4-8", "fsdp", ("SoundStormConfig.remat_policy = 'dots'",)),
+    ("soundstorm_train", "v4-8", "fsdp", (SCAN, "SoundStormConfig.remat_policy = 'full'")),
+    ("w2v_bert_train", "v4-32", "fsdp", ()),
+    ("soundstorm_decode", "v4-8", "data_parallel", ()),
+    ("audiolm_coarse_decode", "v4-8", "data_parallel", ()),
 )
 
 # --- compiling and analysing ------------------------------------------------------
@@ -588,16 +596,18 @@ def _strip(tree):
 def work_cost(built: Built, compiled, mesh) -> dict:
   """FLOPs of the whole computation (unpartitioned HLO, counted on this host)
   and, per device, FLOPs and bytes accessed of the compiled program (of its
-  loop bodies compiled alone, times their trip counts, when it loops)."""
+  loop bodies compiled alone, times their trip counts, when it loops; with
+  scanned layer stacks unrolled, since XLA counts a loop body once)."""
   flops = 0.0
-  for work in built.work:
-    cost = common.xla_cost(work.fn, *_strip(work.args))
-    flops += work.times * cost["flops"] if cost else math.nan
+  with stack.unrolled():
+    for work in built.work:
+      cost = common.xla_cost(work.fn, *_strip(work.args))
+      flops += work.times * cost["flops"] if cost else math.nan
   if not built.loops:
     device_flops, device_bytes = _device_cost(compiled)
   else:
     device_flops = device_bytes = 0.0
-    with partitioning.activate(mesh, built.rules):
+    with partitioning.activate(mesh, built.rules), stack.unrolled():
       for work in built.work:
         part, error, _ = _compile(jax.jit(work.fn).lower(*work.args))
         if part is None:
@@ -649,9 +659,7 @@ def largest_batch(step: TrainStep, seconds, tpu: Slice, known: dict[int, bool],
   fitting = [u for u, ok in cache.items() if ok]
   low = max(fitting, default=0)
   high = min([u for u, ok in cache.items() if not ok and u > low], default=max(2 * low, 1))
-  while high not in cache or cache[high]:
-    if not fits(high):
-      break
+  while high not in cache and fits(high):
     low, high = high, 2 * high
   while high - low > 1:
     middle = (low + high) // 2
@@ -745,8 +753,10 @@ def tables(report: dict) -> str:
   for r in report["results"]:
     mesh = ",".join(str(r["mesh"][a]) for a in partitioning.MESH_AXES)
     compiled = r["compiled"]
+    settings = "; ".join(b.split(".", 1)[-1].replace(" ", "") for b in r.get("settings", []))
     rows.append([
-        r["program"], r["topology"], f"{r['partitioning']} ({mesh})", r["batch"],
+        r["program"] + (f" ({settings})" if settings else ""), r["topology"],
+        f"{r['partitioning']} ({mesh})", r["batch"],
         _status(r),
         _gb(r.get("total_bytes")) if compiled else "-",
         f(compiled and 100 * r["total_bytes"] / r["hbm_bytes"], ".0f") if compiled else "-",
@@ -799,23 +809,25 @@ def run(args, argv) -> dict:
   """`--table`'s programs, or every (topology, partitioning, program) of the
   flags, in that order."""
   if args.table:
-    combinations = [(parse_slice(tpu), scheme, name) for name, tpu, scheme in TABLE]
+    combinations = [(parse_slice(tpu), scheme, name, bindings)
+                    for name, tpu, scheme, bindings in TABLE]
   else:
     names = args.program or list(PROGRAMS)
     unknown = sorted(set(names) - set(PROGRAMS))
     if unknown:
       raise ValueError(f"--program {unknown}: expected among {', '.join(PROGRAMS)}")
-    combinations = list(itertools.product([parse_slice(t) for t in args.topology],
-                                          args.partitioning or [None], names))
+    combinations = [(tpu, scheme, name, ()) for tpu, scheme, name in itertools.product(
+        [parse_slice(t) for t in args.topology], args.partitioning or [None], names)]
   results = []
-  for index, (tpu, scheme, name) in enumerate(combinations, 1):
+  for index, (tpu, scheme, name, bindings) in enumerate(combinations, 1):
     print(f"[{index}/{len(combinations)}] {name} on {tpu.name} ({scheme or 'default'} "
-          "partitioning)", flush=True)
+          f"partitioning) {'; '.join(bindings)}", flush=True)
     row = compile_program(
         tpu, name, size=args.size, partitioning_name=scheme, gin_files=args.gin_file,
-        gin_bindings=args.gin_bindings, batch=args.batch, seconds=args.seconds,
-        search_batch=args.search_batch and PROGRAMS[name].kind == "train",
+        gin_bindings=[*bindings, *args.gin_bindings], batch=args.batch,
+        seconds=args.seconds, search_batch=args.search_batch and PROGRAMS[name].kind == "train",
         report=lambda line: print(line, flush=True))
+    row["settings"] = list(bindings)
     print(summary_line(row), flush=True)
     results.append(row)
   report = dict(benchmark="compile", size=args.size, environment=common.environment(),

@@ -404,7 +404,7 @@ class Trainer:
     except FileNotFoundError:
       configs.write(self.workdir, config)
       return
-    if family != type(config).FAMILY or recorded != configs.to_dict(config):
+    if family != type(config).FAMILY or not _same_config(config, recorded):
       raise ValueError(f"{self.workdir} records another model in {configs.MODEL_FILE} "
                        f"({family}: {recorded}) than this run trains "
                        f"({type(config).FAMILY}: {configs.to_dict(config)}); "
@@ -490,6 +490,15 @@ class Trainer:
       writer.close()
     self.state = state
     return last_metrics
+
+
+def _same_config(config, recorded: dict) -> bool:
+  """Whether `recorded` (a model.json's fields) describes `config`; fields that
+  the config class gained after it was written take their defaults."""
+  try:
+    return configs.from_dict(type(config), recorded) == config
+  except (ValueError, TypeError):
+    return False
 
 
 def _all_finite(tree) -> jax.Array:

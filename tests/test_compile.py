@@ -1,10 +1,13 @@
 """`soundlm.compile`: slices by name, and tiny programs compiled by XLA:TPU for a
 v4 slice on this CPU host (libtpu's compile-only devices)."""
 import math
+import types
 
+import jax
 import pytest
 
 from soundlm import compile as compile_lib
+from soundlm import partitioning
 
 needs_libtpu = pytest.mark.skipif(
     not compile_lib.libtpu_available(),
@@ -101,3 +104,41 @@ def test_cli_reports_a_clear_error_without_topology(capsys):
     compile_lib.main(["--program", "codec_encode"])
   assert exit_info.value.code == 2
   assert "--topology" in capsys.readouterr().err
+
+
+class FakeStep:
+  """A training step whose bytes per device grow with the batch and which XLA
+  refuses outright from `refused` on: the batch search without compiling."""
+
+  def __init__(self, mesh, bytes_per_example: int, refused: int):
+    self.trainer = types.SimpleNamespace(mesh=mesh)
+    self.bytes_per_example, self.refused, self.lowered = bytes_per_example, refused, []
+
+  def lower(self, batch, seconds):
+    del seconds
+    self.lowered.append(batch)
+    return types.SimpleNamespace(compile=lambda: self._compile(batch)), None
+
+  def _compile(self, batch):
+    if batch >= self.refused:
+      raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM")
+    stats = types.SimpleNamespace(
+        argument_size_in_bytes=batch * self.bytes_per_example, output_size_in_bytes=0,
+        alias_size_in_bytes=0, temp_size_in_bytes=0, generated_code_size_in_bytes=0)
+    return types.SimpleNamespace(memory_analysis=lambda: stats)
+
+
+@pytest.mark.parametrize("known, bytes_per_example, refused, expected", [
+    ({16: True}, 2**30 * 32 // 53, 10**6, 52),   # doubling past HBM, then bisection
+    ({400: False}, 2**30 * 32 // 53, 10**6, 52),  # bisection below a batch that failed
+    ({16: True}, 1, 100, 96),                    # XLA refuses before HBM is reached
+    ({4: False}, 1, 10**6, 0),                    # not one example per shard fits
+])
+def test_batch_search(known, bytes_per_example, refused, expected):
+  mesh = partitioning.make_mesh(data=4, devices=jax.devices()[:4])
+  step = FakeStep(mesh, bytes_per_example, refused)
+  found = compile_lib.largest_batch(step, None, compile_lib.parse_slice("v4-8"), known,
+                                    report=lambda line: None)
+  assert found == expected
+  assert all(batch % 4 == 0 for batch in step.lowered)
+  assert not set(known) & set(step.lowered)  # what is known is not compiled again

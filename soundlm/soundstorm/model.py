@@ -13,6 +13,7 @@ import gin
 import jax.numpy as jnp
 
 from soundlm.layers import initializers
+from soundlm.layers import stack
 from soundlm.layers.conformer import ConformerBlock
 
 
@@ -50,6 +51,10 @@ class SoundStormConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention_implementation: str | None = None  # None (backend default), 'xla', 'cudnn'
+  # The Conformer stack: looped (block_0 ...; the default layout) or scanned over
+  # layers, and the remat policy of its blocks (`soundlm.layers.stack`).
+  scan_layers: bool = False
+  remat_policy: str = "none"
 
   def __post_init__(self):
     for name in ("semantic_vocab", "codebook_size", "num_levels", "num_layers", "embed_dim",
@@ -60,6 +65,7 @@ class SoundStormConfig:
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"SoundStormConfig.dropout_rate must be in [0, 1), "
                        f"got {self.dropout_rate}")
+    stack.check(self.remat_policy, "SoundStormConfig.remat_policy")
 
   def token_needs(self) -> dict:
     """What the model reads of a token space (`TokenSpace.check_compatible` keywords)."""
@@ -126,13 +132,13 @@ class SoundStormModel(nn.Module):
     x = x * jnp.asarray((c.num_levels + 1) ** -0.5, dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
-    for i in range(c.num_layers):
-      x = ConformerBlock(
-          num_heads=c.num_heads, head_dim=c.head_dim, mlp_dim=c.mlp_dim,
-          conv_kernel_size=c.conv_kernel_size, position="rope",
-          dropout_rate=c.dropout_rate, dtype=dtype, param_dtype=param_dtype,
-          attention_implementation=c.attention_implementation, name=f"block_{i}")(
-              x, padding_mask=padding_mask, deterministic=deterministic)
+    block = dict(num_heads=c.num_heads, head_dim=c.head_dim, mlp_dim=c.mlp_dim,
+                 conv_kernel_size=c.conv_kernel_size, position="rope",
+                 dropout_rate=c.dropout_rate, dtype=dtype, param_dtype=param_dtype,
+                 attention_implementation=c.attention_implementation)
+    x = stack.apply(ConformerBlock, block, c.num_layers, x, scan=c.scan_layers,
+                    remat=c.remat_policy, arrays={"padding_mask": padding_mask},
+                    static={"deterministic": deterministic})
     # Each Conformer block ends in a LayerNorm, so the heads read normalised features.
     return self._heads(x, level, dtype, param_dtype)
 
