@@ -26,17 +26,23 @@ def _run(workdir, *extra):
                         text=True, timeout=300)
 
 
+def _wait_for_logged_steps(workdir, count: int, timeout: float = 240):
+  """Returns once the run in `workdir` has logged `count` metrics lines."""
+  deadline = time.time() + timeout
+  metrics = workdir / "metrics.jsonl"
+  while time.time() < deadline:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= count:
+      return
+    time.sleep(0.05)
+  raise TimeoutError(f"{metrics}: fewer than {count} lines after {timeout} s")
+
+
 def test_sigterm_saves_and_resume_neither_repeats_nor_skips(tmp_path):
   preempted = tmp_path / "preempted"
   process = subprocess.Popen(_command(preempted, "--gin_bindings=Trainer.num_steps = 100000"),
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline:
-    metrics = preempted / "metrics.jsonl"
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-      break
-    time.sleep(0.2)
+  _wait_for_logged_steps(preempted, 3)
   process.send_signal(signal.SIGTERM)
   output, _ = process.communicate(timeout=120)
   assert process.returncode == trainer.PREEMPTED_EXIT_CODE, output
@@ -88,12 +94,7 @@ def test_sigkill_during_checkpoint_writes_resumes_exactly(tmp_path):
   process = subprocess.Popen(
       _command(killed, "--gin.Trainer.num_steps=100000", "--gin.Trainer.checkpoint_every=1"),
       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
-  while time.time() < deadline:
-    metrics = killed / "metrics.jsonl"
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:
-      break
-    time.sleep(0.05)
+  _wait_for_logged_steps(killed, 6)
   process.kill()
   process.wait(timeout=60)
   import orbax.checkpoint as ocp
