@@ -385,7 +385,8 @@ def _build_train(program: Program, setting: Setting) -> Built:
     step.close()
     raise
   # A scanned layer stack is a loop: its work is counted on the unrolled step.
-  scanned = getattr(step.task.model_config, "scan_layers", False)
+  config = step.task.model_config
+  scanned = getattr(getattr(config, "model", config), "scan_layers", False)  # AudioLM: .model
   return Built(lowered, batch, seconds, [work], setting.rules, loops=scanned,
                train_step=step)
 

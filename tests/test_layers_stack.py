@@ -1,5 +1,6 @@
-"""Layer stacks (`soundlm.layers.stack`): the looped layout is the default, the
-scanned one computes the same function, remat changes no result, the layouts
+"""Layer stacks (`soundlm.layers.stack`) in SoundStorm and the AudioLM decoder:
+the looped layout is the default, the scanned one computes the same function
+(KV-cached decoding on a mesh included), remat changes no result, the layouts
 convert into each other, and work dirs recorded before the settings resume."""
 import dataclasses
 import json
@@ -14,6 +15,9 @@ from soundlm import configs
 from soundlm import models
 from soundlm import partitioning
 from soundlm import trainer as trainer_lib
+from soundlm.audiolm.decoding import Decoder
+from soundlm.audiolm.layouts import Layout
+from soundlm.audiolm.model import DecoderLM, ModelConfig
 from soundlm.layers import stack
 from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
 from soundlm.soundstorm.task import SoundStormTask
@@ -135,3 +139,25 @@ def test_work_dir_recorded_before_the_stack_settings_is_resumed(tmp_path):
     scanned.checkpointer.close()
   finally:
     trainer.checkpointer.close()
+
+
+def test_scanned_audiolm_stage_decodes_the_same_tokens_on_a_mesh():
+  config = models.config_from_gin(ModelConfig, "audiolm", "tiny",
+                                  selector="soundlm.audiolm.ModelConfig")
+  layout = models.config_from_gin(Layout, "audiolm", "tiny", scope="coarse",
+                                  selector="soundlm.audiolm.Layout")
+  looped = DecoderLM(config, layout.padded_vocab_size)
+  params = jax.jit(lambda rng: partitioning.unbox(
+      looped.init(rng, jnp.zeros((1, 1), jnp.int32)))["params"])(jax.random.key(0))
+  scanned = DecoderLM(dataclasses.replace(config, scan_layers=True, remat_policy="full"),
+                      layout.padded_vocab_size)
+  prompt = np.random.default_rng(0).integers(0, layout.semantic_vocab, (4, 10))
+  # Batch over 'data', heads over 'tensor': the scanned cache keeps its layer axis whole.
+  partitioner = partitioning.Partitioner.of(
+      partitioning.make_mesh(2, 1, 2, devices=jax.devices()[:4]),
+      [(name, axes) for name, axes in partitioning.DATA_PARALLEL_RULES if name != "heads"]
+      + [("heads", "tensor")])
+  tokens = Decoder(looped, layout).generate(params, prompt, 0, num_steps=12)
+  scanned_tokens = Decoder(scanned, layout, partitioner).generate(
+      stack.to_scanned(params, config.num_layers), prompt, 0, num_steps=12)
+  np.testing.assert_array_equal(scanned_tokens, tokens)

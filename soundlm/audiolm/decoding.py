@@ -26,6 +26,7 @@ from soundlm import partitioning
 from soundlm import rng as rng_lib
 from soundlm.audiolm.layouts import Layout
 from soundlm.audiolm.model import DecoderLM
+from soundlm.layers import stack
 
 CACHE_AXES = {"cached_key": ("batch", "length", "heads", "kv"),
               "cached_value": ("batch", "length", "heads", "kv")}
@@ -113,7 +114,12 @@ class Decoder:
 
     def constrain(path, leaf):
       name = path[-1].key
-      return nn.with_logical_constraint(leaf, CACHE_AXES[name]) if name in CACHE_AXES else leaf
+      if name not in CACHE_AXES:
+        return leaf
+      # A scanned stack's cache has a leading layer axis.
+      axes = CACHE_AXES[name]
+      axes = (stack.LAYER_AXIS, *axes) if leaf.ndim == len(axes) + 1 else axes
+      return nn.with_logical_constraint(leaf, axes)
     return jax.tree_util.tree_map_with_path(constrain, cache)
 
   def _step(self, params, cache, tokens):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from soundlm.audiolm.layouts import Layout
 from soundlm.layers import initializers
+from soundlm.layers import stack
 from soundlm.layers.norm import layer_norm
 from soundlm.layers.position import RelativePositionBias
 from soundlm.layers.transformer import TransformerBlock
@@ -35,6 +36,10 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention_implementation: Optional[str] = None
+  # The block stack: looped (block_0 ...; the default layout) or scanned over
+  # layers, and the remat policy of its blocks (`soundlm.layers.stack`).
+  scan_layers: bool = False
+  remat_policy: str = "none"
 
   def __post_init__(self):
     for name in ("num_layers", "num_heads", "head_dim", "embed_dim", "mlp_dim",
@@ -43,6 +48,7 @@ class ModelConfig:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    stack.check(self.remat_policy, "ModelConfig.remat_policy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +83,12 @@ class DecoderLM(nn.Module):
                                 num_buckets=cfg.num_buckets,
                                 max_distance=cfg.max_distance, name="relative_bias",
                                 **kw)(length, key_length, offset)
-    for i in range(cfg.num_layers):
-      x = TransformerBlock(cfg.num_heads, cfg.head_dim, cfg.mlp_dim, causal=True,
-                           dropout_rate=cfg.dropout_rate,
-                           attention_implementation=cfg.attention_implementation,
-                           name=f"block_{i}", **kw)(
-                               x, bias=bias, deterministic=deterministic, decode=decode)
+    block = dict(num_heads=cfg.num_heads, head_dim=cfg.head_dim, mlp_dim=cfg.mlp_dim,
+                 causal=True, dropout_rate=cfg.dropout_rate,
+                 attention_implementation=cfg.attention_implementation, **kw)
+    x = stack.apply(TransformerBlock, block, cfg.num_layers, x, scan=cfg.scan_layers,
+                    remat=cfg.remat_policy, arrays={"bias": bias},
+                    static={"deterministic": deterministic, "decode": decode})
     x = layer_norm("final_norm", **kw)(x)
     logits = nn.Dense(self.vocab_size, use_bias=False, name="logits",
                       kernel_init=initializers.kernel(("embed", "vocab")), **kw)(x)

@@ -94,12 +94,13 @@ def tree_bytes(tree) -> int:
 
 def cache_bytes_per_slot(cache) -> float:
   """Bytes of keys and values (all layers) per cache slot: from the arrays
-  `Decoder.init_cache` allocates, [batch, length, heads, kv] each."""
+  `Decoder.init_cache` allocates, [batch, length, heads, kv] each (with a
+  leading layer axis in a scanned stack)."""
   leaves = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(cache)
             if path[-1].key in CACHE_AXES]
   if not leaves:
     raise RuntimeError("the decoder's cache holds no keys or values")
-  return sum(leaf.size * leaf.dtype.itemsize / leaf.shape[1] for leaf in leaves)
+  return sum(leaf.size * leaf.dtype.itemsize / leaf.shape[-3] for leaf in leaves)
 
 
 def decode_functions(decoder: Decoder, window: Window,
