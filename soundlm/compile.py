@@ -515,25 +515,25 @@ def _programs() -> dict[str, Program]:
 PROGRAMS = _programs()
 
 # `--table`: the paper-size programs of BENCHMARKS.md as (program, slice,
-# partitioning, gin bindings), at the run files' batches (SoundStorm 128
-# windows of 30 s, w2v-BERT 32 crops of 16 s) and one example per batch shard
-# for decoding; the last SoundStorm rows show what scanning its layers and
-# rematerialising its blocks change. Each row compiles for one to a few
-# minutes on a 2-core host; a batch search multiplies that several-fold, so it
-# is left out.
+# partitioning, gin bindings), at the run files' batches (SoundStorm: 128
+# windows of 30 s) and one example per batch shard for decoding. The SoundStorm
+# rows on v4-8 show what scanning its layers and rematerialising its blocks
+# change; the larger slices use the scanned stack, whose one compiled block
+# keeps their compile time down (a looped step took 16 minutes to compile for
+# v4-32 on a busy 2-core host). A batch search multiplies the compile time
+# several-fold, so it is left out.
 SCAN = "SoundStormConfig.scan_layers = True"
 TABLE = (
     ("soundstorm_train", "v4-8", "data_parallel", ()),
     ("soundstorm_train", "v4-8", "fsdp", ()),
-    ("soundstorm_train", "v4-8", "fsdp_tensor", ()),
-    ("soundstorm_train", "v4-32", "fsdp", ()),
-    ("soundstorm_train", "v4-128", "fsdp", ()),
-    ("soundstorm_train", "v5e-16", "fsdp", ()),
-    ("soundstorm_train", "v5e-256", "fsdp_tensor", ()),
     ("soundstorm_train", "v4-8", "fsdp", (SCAN,)),
     ("soundstorm_train", "v4-8", "fsdp", ("SoundStormConfig.remat_policy = 'dots'",)),
     ("soundstorm_train", "v4-8", "fsdp", (SCAN, "SoundStormConfig.remat_policy = 'full'")),
-    ("w2v_bert_train", "v4-32", "fsdp", ()),
+    ("soundstorm_train", "v4-8", "fsdp_tensor", ()),
+    ("soundstorm_train", "v4-32", "fsdp", ()),
+    ("soundstorm_train", "v4-128", "fsdp", (SCAN,)),
+    ("soundstorm_train", "v5e-16", "fsdp", (SCAN,)),
+    ("soundstorm_train", "v5e-256", "fsdp_tensor", (SCAN,)),
     ("soundstorm_decode", "v4-8", "data_parallel", ()),
     ("audiolm_coarse_decode", "v4-8", "data_parallel", ()),
 )
@@ -806,9 +806,14 @@ def _libtpu_version() -> str | None:
     return None
 
 
+def _row_key(size, topology, scheme, name, settings) -> tuple:
+  return (size, topology, scheme or "", name, tuple(settings))
+
+
 def run(args, argv) -> dict:
   """`--table`'s programs, or every (topology, partitioning, program) of the
-  flags, in that order."""
+  flags, in that order. The report is rewritten after each program, so an
+  interrupted run keeps what it compiled; `--resume` takes those rows back."""
   if args.table:
     combinations = [(parse_slice(tpu), scheme, name, bindings)
                     for name, tpu, scheme, bindings in TABLE]
@@ -819,26 +824,36 @@ def run(args, argv) -> dict:
       raise ValueError(f"--program {unknown}: expected among {', '.join(PROGRAMS)}")
     combinations = [(tpu, scheme, name, ()) for tpu, scheme, name in itertools.product(
         [parse_slice(t) for t in args.topology], args.partitioning or [None], names)]
-  results = []
+  path = os.path.join(args.out_dir, "compile.json")
+  done = {}
+  if args.resume and os.path.exists(path):
+    for row in common.load_json(path)["results"]:
+      done[_row_key(row["size"], row["topology"], row.get("scheme"), row["program"],
+                    row["settings"])] = row
+  report = dict(benchmark="compile", size=args.size, environment=common.environment(),
+                libtpu_version=_libtpu_version(),
+                command=common.command_line("soundlm.compile", argv), results=[])
   for index, (tpu, scheme, name, bindings) in enumerate(combinations, 1):
     print(f"[{index}/{len(combinations)}] {name} on {tpu.name} ({scheme or 'default'} "
           f"partitioning) {'; '.join(bindings)}", flush=True)
-    row = compile_program(
-        tpu, name, size=args.size, partitioning_name=scheme, gin_files=args.gin_file,
-        gin_bindings=[*bindings, *args.gin_bindings], batch=args.batch,
-        seconds=args.seconds, search_batch=args.search_batch and PROGRAMS[name].kind == "train",
-        report=lambda line: print(line, flush=True))
-    row["settings"] = list(bindings)
+    row = done.get(_row_key(args.size, tpu.name, scheme, name, bindings))
+    if row is None:
+      row = compile_program(
+          tpu, name, size=args.size, partitioning_name=scheme, gin_files=args.gin_file,
+          gin_bindings=[*bindings, *args.gin_bindings], batch=args.batch,
+          seconds=args.seconds,
+          search_batch=args.search_batch and PROGRAMS[name].kind == "train",
+          report=lambda line: print(line, flush=True))
+      row.update(scheme=scheme, settings=list(bindings))
     print(summary_line(row), flush=True)
-    results.append(row)
-  report = dict(benchmark="compile", size=args.size, environment=common.environment(),
-                libtpu_version=_libtpu_version(),
-                command=common.command_line("soundlm.compile", argv), results=results)
+    report["results"].append(row)
+    common.write_json(path, report)
   common.save_report(args.out_dir, "compile", report, tables(report))
   return report
 
 
-def main(argv=None) -> int:
+def parse_flags(argv=None) -> argparse.Namespace:
+  """The command's flags (argparse exits with a usage message on bad ones)."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--topology", nargs="+", default=[],
                       help="TPU slices: v4-8, v4-128, v5e-16, v5p-8, v6e-64, or libtpu's "
@@ -856,6 +871,9 @@ def main(argv=None) -> int:
                       help="window of SoundStorm, w2v-BERT and codec programs")
   parser.add_argument("--search_batch", action="store_true",
                       help="also find each training step's largest batch that fits")
+  parser.add_argument("--resume", action="store_true",
+                      help="reuse the programs already in OUT_DIR/compile.json (same size, "
+                           "slice, partitioning and settings) instead of compiling them again")
   parser.add_argument("--table", action="store_true",
                       help="compile BENCHMARKS.md's list of programs, slices and "
                            "partitionings (TABLE) instead of --topology x --partitioning "
@@ -865,8 +883,13 @@ def main(argv=None) -> int:
   args = gin_utils.parse_args(parser, argv)
   if not (args.topology or args.table or args.from_json):
     parser.error("--topology: name at least one TPU slice (e.g. v4-8)")
-  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", force=True)
   args.section = args.section or f"tpu-{args.size}:compile"
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_flags(argv)
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", force=True)
   # Tracing and the FLOP counts run on this host's CPU; any accelerator it has is
   # left alone.
   jax.config.update("jax_platforms", "cpu")
@@ -879,7 +902,8 @@ def main(argv=None) -> int:
   try:
     common.measure_or_render(args, argv, measure, tables)
   except (ValueError, RuntimeError, FileNotFoundError) as error:
-    parser.exit(2, f"error: {error}\n")
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   # Exit status 1 when a program does not fit: a launcher can refuse the job.
   return int(any(not row["fits"] for report in measured for row in report["results"]))
 

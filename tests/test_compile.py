@@ -101,7 +101,7 @@ def test_batch_must_divide_over_the_batch_shards():
 
 def test_cli_reports_a_clear_error_without_topology(capsys):
   with pytest.raises(SystemExit) as exit_info:
-    compile_lib.main(["--program", "codec_encode"])
+    compile_lib.parse_flags(["--program", "codec_encode"])
   assert exit_info.value.code == 2
   assert "--topology" in capsys.readouterr().err
 
@@ -142,3 +142,25 @@ def test_batch_search(known, bytes_per_example, refused, expected):
   assert found == expected
   assert all(batch % 4 == 0 for batch in step.lowered)
   assert not set(known) & set(step.lowered)  # what is known is not compiled again
+
+
+def test_resume_takes_back_compiled_rows(tmp_path, monkeypatch, capsys):
+  row = dict(program="codec_encode", kind="inference", size="tiny", topology="v4-8",
+             libtpu_topology="v4:2x2x1", device_kind="TPU v4", num_devices=4,
+             hbm_bytes=32 * 2**30, mesh={"data": 4, "fsdp": 1, "tensor": 1},
+             partitioning="data_parallel", scheme=None, settings=[], batch=4, seconds=1.0,
+             compiled=True, error=None, fits=True, total_bytes=2**20, argument_bytes=2**19,
+             temp_bytes=2**19, flops=1e9, flops_per_device=2.5e8, roofline_s=1e-3,
+             compile_s=3.0, lower_s=1.0)
+  compile_lib.common.write_json(str(tmp_path / "compile.json"),
+                                dict(benchmark="compile", results=[row]))
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("a row in the report was compiled again")
+  monkeypatch.setattr(compile_lib, "compile_program", refuse)
+  argv = ["--topology", "v4-8", "--program", "codec_encode", "--size", "tiny", "--resume",
+          "--out_dir", str(tmp_path)]
+  compile_lib.run(compile_lib.parse_flags(argv), argv)
+  report = compile_lib.common.load_json(str(tmp_path / "compile.json"))
+  assert [r["program"] for r in report["results"]] == ["codec_encode"]
+  assert "| codec_encode | v4-8 | data_parallel (4,1,1) | 4 | yes |" in capsys.readouterr().out
