@@ -30,6 +30,10 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# gs:// paths go through gcsfs, which reaches the GCS emulator of
+# tests/test_multihost_gcs.py; etils.epath caches its choice of TensorFlow's
+# gfile (which cannot) on the first gs:// path of the process.
+os.environ.setdefault("EPATH_USE_TF", "false")
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
 GROUP_MARK = "xdist_group"

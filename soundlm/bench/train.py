@@ -91,8 +91,8 @@ def soundstorm_case(config: str, dtype: str, attention: str, seconds: float,
                              semantic_vocab=model.semantic_vocab,
                              frames_per_semantic_token=model.frames_per_semantic_token)
   return Case("soundstorm", task, task if attention == "xla" else make("xla"), make_data,
-              num_frames, num_frames / ACOUSTIC_RATE, model.num_layers,
-              model.num_heads * model.head_dim, attention,
+              num_frames, num_frames / ACOUSTIC_RATE, model.config.num_layers,
+              model.config.num_heads * model.config.head_dim, attention,
               padding_mask=padding_mask)
 
 
