@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The batched decode job on a Cloud TPU VM or pod slice: every worker runs
-# `python -m soundlm.decode` on its share of the manifest (item i goes to
-# host i mod hosts) and writes its own output manifest.
+# The batched decode job on a Cloud TPU VM or pod slice: launch/tpu_pod.sh
+# with --module=soundlm.decode (job name `decode`, so `--logs` and `--stop`
+# reach it). Every worker runs `python -m soundlm.decode` on its share of the
+# manifest (item i goes to host i mod hosts) and writes its own output
+# manifest; a relaunch skips the items that any host's manifest already has.
 #
 # Usage:
 #   bash launch/decode_tpu.sh --tpu=NAME --zone=ZONE [--project=P] \
 #     [--accelerator_type=v4-32] [--dry_run] -- \
 #     --gin_file=gin/generate/quickstart.gin --manifest=items.jsonl \
 #     --output_dir=/mnt/disk/decoded --batch_size=16
+#   bash launch/decode_tpu.sh --tpu=NAME --zone=ZONE --logs   (or --stop)
 # Work dirs, prompts and the output folder must be reachable from every
-# worker (a shared disk or a gs:// bucket).
+# worker (a shared disk or a gs:// bucket). Other options: launch/tpu_pod.sh --help.
 set -euo pipefail
 exec bash "$(dirname "${BASH_SOURCE[0]}")/tpu_pod.sh" --module=soundlm.decode "$@"
