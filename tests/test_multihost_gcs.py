@@ -77,3 +77,19 @@ def test_checkpointer_keeps_a_gs_uri(gcs):
     assert checkpointer.latest_step() is None
   finally:
     checkpointer.close()
+
+
+def test_kmeans_file_round_trips_through_the_bucket(gcs):
+  import numpy as np
+
+  from soundlm.semantic.kmeans import KMeans
+
+  rng = np.random.default_rng(0)
+  kmeans = KMeans(rng.standard_normal((4, 3)).astype(np.float32), np.zeros(3, np.float32),
+                  np.ones(3, np.float32), 2, {"size": "tiny"})
+  kmeans.save(f"{gcs}/kmeans.npz")
+  loaded = KMeans.load(f"{gcs}/kmeans.npz")
+  np.testing.assert_array_equal(loaded.centroids, kmeans.centroids)
+  assert (loaded.layer, loaded.model, loaded.path) == (2, {"size": "tiny"}, f"{gcs}/kmeans.npz")
+  with pytest.raises(FileNotFoundError, match="k-means file gs://soundlm-test/none.npz"):
+    KMeans.load(f"{gcs}/none.npz")

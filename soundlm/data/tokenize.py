@@ -20,12 +20,12 @@ and listed in the shard summary and the manifest.
 import argparse
 import dataclasses
 import math
-import os
 import sys
 import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from soundlm import partitioning
 from soundlm.codec.api import Codec
@@ -223,7 +223,7 @@ def load_models(codec: str, semantic: str):
   w2v-BERT training run and a k-means file) or 'hf:DIR,KMEANS' (a Hugging Face
   w2v-BERT 2.0 folder)."""
   mesh = partitioning.make_mesh(devices=jax.local_devices())
-  codec_model = (Codec.load(codec, mesh=mesh) if os.path.isdir(codec)
+  codec_model = (Codec.load(codec, mesh=mesh) if epath.Path(codec).is_dir()
                  else Codec.random(codec, mesh=mesh))
   if "," not in semantic:
     return codec_model, SemanticTokenizer.random(semantic, mesh=mesh)

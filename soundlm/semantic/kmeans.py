@@ -16,12 +16,14 @@ With a `mesh`, each mini-batch is split over the mesh's batch axes
 ('data', 'fsdp') and the cluster statistics are summed across them.
 """
 import dataclasses
+import io
 import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from soundlm import partitioning
 from soundlm.layers.rvq import kmeans_plus_plus
@@ -62,18 +64,20 @@ class KMeans:
         embeddings.shape[:-1])
 
   def save(self, path) -> None:
-    path = os.fspath(path)
-    with open(path, "wb") as f:  # keeps the name as given (np.savez would add .npz)
-      np.savez(f, centroids=self.centroids, mean=self.mean, std=self.std,
-               layer=-1 if self.layer is None else self.layer, version=_FORMAT_VERSION,
-               model=json.dumps(self.model))
+    # Through a buffer: keeps the name as given (np.savez would add .npz) and
+    # writes gs:// paths in one upload.
+    buffer = io.BytesIO()
+    np.savez(buffer, centroids=self.centroids, mean=self.mean, std=self.std,
+             layer=-1 if self.layer is None else self.layer, version=_FORMAT_VERSION,
+             model=json.dumps(self.model))
+    epath.Path(path).write_bytes(buffer.getvalue())
 
   @classmethod
   def load(cls, path) -> "KMeans":
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
       raise FileNotFoundError(f"k-means file {path} does not exist")
-    with np.load(path) as data:
+    with np.load(io.BytesIO(epath.Path(path).read_bytes())) as data:
       missing = {"centroids", "mean", "std", "layer", "version"} - set(data.files)
       if missing:
         raise ValueError(f"{path}: not a k-means file (missing {sorted(missing)})")
