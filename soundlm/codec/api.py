@@ -8,7 +8,11 @@
 hop_length)); audio shorter than one frame is refused. Both run jitted and
 batched; a new input shape compiles once. `encoder_stream()` and
 `decoder_stream()` take chunks and return what one full call returns (the same
-sums, equal to float round-off).
+sums, equal to float round-off); a model whose start padding mirrors its
+first samples (EnCodec) holds the first `stream_warmup_frames` frames back.
+
+`Codec.from_hf(folder, bandwidth=6.0)` runs a Hugging Face EnCodec checkpoint
+(`soundlm.codec.encodec`) behind the same interface.
 """
 import functools
 from typing import Optional
@@ -19,6 +23,8 @@ import numpy as np
 
 from soundlm import models
 from soundlm import partitioning
+from soundlm.codec import hf_encodec
+from soundlm.codec.encodec import EncodecModel
 from soundlm.codec.model import SoundStream, SoundStreamConfig
 from soundlm.layers.conv import zero_stream_state
 from soundlm.layers.rvq import COLLECTION
@@ -28,13 +34,14 @@ _REPLICATED = partitioning.DATA_PARALLEL_RULES
 
 
 class Codec:
-  """A SoundStream model with its variables ('params' and the 'quantizer' codebooks).
+  """A SoundStream (or imported EnCodec) model with its variables ('params' and
+  the 'quantizer' codebooks).
 
   The codec is small: its variables are replicated over the partitioner's mesh
   and every batch is split over the mesh's data axes.
   """
 
-  def __init__(self, model: SoundStream, variables: dict,
+  def __init__(self, model: SoundStream | EncodecModel, variables: dict,
                partitioner: partitioning.Partitioner | None = None):
     self.model = model
     self.partitioner = partitioner or partitioning.Partitioner()
@@ -64,6 +71,16 @@ class Codec:
     """The generator of a codec training run (latest or given checkpoint)."""
     return cls.of(models.load(workdir, step, family="soundstream", mesh=mesh,
                               rules=_REPLICATED))
+
+  @classmethod
+  def from_hf(cls, path: str, *, num_levels: Optional[int] = None,
+              bandwidth: Optional[float] = None, mesh=None) -> "Codec":
+    """A Hugging Face EnCodec folder (config.json + model.safetensors) with the
+    levels of `bandwidth` kbps (e.g. 6.0: 8 levels of encodec_24khz) or its
+    first `num_levels` levels (default: all)."""
+    config, variables = hf_encodec.load_hf_encodec(path, num_levels=num_levels,
+                                                   bandwidth=bandwidth)
+    return cls(EncodecModel(config), variables, partitioning.Partitioner.of(mesh, _REPLICATED))
 
   # --- description ----------------------------------------------------------
 
@@ -197,7 +214,8 @@ class EncoderStream:
     return codes
 
   def push(self, chunk) -> jax.Array:
-    """float32 [B, n] -> int32 [B, frames completed, num_levels] (possibly 0 frames)."""
+    """float32 [B, n] -> int32 [B, frames completed, num_levels] (possibly 0 frames;
+    none before the model's `stream_warmup_frames` have arrived)."""
     chunk = jnp.asarray(chunk)
     if chunk.ndim != 2 or chunk.shape[0] == 0 or chunk.shape[1] == 0:
       raise ValueError(f"chunk must be a non-empty [batch, samples], got shape {chunk.shape}")
@@ -211,37 +229,65 @@ class EncoderStream:
         raise ValueError(f"chunk batch {chunk.shape[0]} differs from the stream's "
                          f"{self._pending.shape[0]}")
       chunk = jnp.concatenate([self._pending, chunk], axis=1)
-    whole = chunk.shape[1] // self.codec.hop_length * self.codec.hop_length
+    frames = chunk.shape[1] // self.codec.hop_length
+    if self._cache is None and frames < self.codec.model.stream_warmup_frames:
+      frames = 0
+    whole = frames * self.codec.hop_length
     self._pending = chunk[:, whole:]
     if whole == 0:
       return jnp.zeros((chunk.shape[0], 0, self.num_levels), jnp.int32)
     return self._run(chunk[:, :whole])
 
   def flush(self) -> jax.Array:
-    """Codes of the last, zero-padded partial frame (0 frames if there is none)."""
+    """Codes of the samples held back, the last partial frame zero-padded (0
+    frames if there are none)."""
     pending, self._pending = self._pending, None
     if pending is None or pending.shape[1] == 0:
       batch = 0 if pending is None else pending.shape[0]
       return jnp.zeros((batch, 0, self.num_levels), jnp.int32)
-    pad = self.codec.hop_length - pending.shape[1]
+    pad = -pending.shape[1] % self.codec.hop_length
     return self._run(jnp.pad(pending, ((0, 0), (0, pad))))
 
 
 class DecoderStream:
-  """Code chunks [B, t, Q'] in, their t * hop_length samples out, equal to a full decode."""
+  """Code chunks [B, t, Q'] in, their t * hop_length samples out, equal to a full
+  decode. The model's first `stream_warmup_frames` frames are held back until
+  they have all arrived (or `flush`)."""
 
   def __init__(self, codec: Codec):
     self.codec = codec
     self._cache = None
+    self._pending = None
+    self._batch = None
 
   def push(self, codes) -> jax.Array:
     codes = self.codec.check_codes(codes)
+    if self._pending is not None:
+      if codes.shape[0] != self._pending.shape[0] or codes.shape[2] != self._pending.shape[2]:
+        raise ValueError(f"codes shape {codes.shape} does not continue the stream's "
+                         f"{self._pending.shape}")
+      codes = jnp.concatenate([self._pending, codes], axis=1)
+      self._pending = None
+    if self._cache is None and codes.shape[1] < self.codec.model.stream_warmup_frames:
+      self._pending = codes
+      return jnp.zeros((codes.shape[0], 0), jnp.float32)
+    return self._run(codes)
+
+  def flush(self) -> jax.Array:
+    """The samples of codes held back (a stream shorter than the warm-up), else none."""
+    pending, self._pending = self._pending, None
+    if pending is None:
+      return jnp.zeros((0, 0), jnp.float32)
+    return self._run(pending)
+
+  def _run(self, codes):
     if self._cache is None:
       self._cache = zero_stream_state(self.codec.model, self.codec.variables,
                                       codes[:, :1], method="decode")
-    elif jax.tree.leaves(self._cache)[0].shape[0] != codes.shape[0]:
+      self._batch = codes.shape[0]
+    elif self._batch != codes.shape[0]:
       raise ValueError(f"codes batch {codes.shape[0]} differs from the stream's "
-                       f"{jax.tree.leaves(self._cache)[0].shape[0]}")
+                       f"{self._batch}")
     wav, updates = _stream_step(self.codec.variables, self._cache, codes,
                                 model=self.codec.model, method="decode")
     self._cache = updates["cache"]

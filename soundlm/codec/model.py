@@ -163,6 +163,11 @@ class SoundStream(nn.Module):
   def frame_rate(self) -> float:
     return self.config.frame_rate
 
+  @property
+  def stream_warmup_frames(self) -> int:
+    """Frames a stream's first chunk needs: any (zero padding)."""
+    return 1
+
   def setup(self):
     c = self.config
     kw = dict(dilations=c.dilations, kernel_size=c.kernel_size,

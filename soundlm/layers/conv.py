@@ -6,6 +6,10 @@ it still needs from earlier chunks in the flax 'cache' collection (zeros at the
 start, like the zero padding of a full call), so feeding a signal in chunks
 gives the outputs of one full call. Start a stream with `zero_stream_state`,
 then call `apply(..., stream=True, mutable=['cache'])` per chunk.
+
+`padding='reflect'` (EnCodec's) pads the start with the mirror image of the
+first samples instead of zeros; a stream then mirrors its first chunk, which
+must be longer than the padding for chunked and full calls to agree.
 """
 import math
 
@@ -26,15 +30,33 @@ def _check_length(x, multiple: int, what: str):
         f"x length {x.shape[1]} must be a multiple of the {what} {multiple}")
 
 
-def _with_history(module: nn.Module, x, history: int, stream: bool):
-  """Prepends `history` past frames: zeros for a full call, the carried state when streaming."""
+def _start_padding(x, history: int, reflect: int):
+  """The `history` frames before the start: zeros, the last `reflect` of them
+  the mirror image of x[1..reflect] (x zero-extended when it is shorter, as
+  EnCodec pads)."""
+  zeros = jnp.zeros((x.shape[0], history - reflect, x.shape[2]), x.dtype)
+  if reflect == 0:
+    return zeros
+  extended = jnp.pad(x, ((0, 0), (0, max(0, reflect + 1 - x.shape[1])), (0, 0)))
+  return jnp.concatenate([zeros, extended[:, reflect:0:-1]], axis=1)
+
+
+def _with_history(module: nn.Module, x, history: int, stream: bool, reflect: int = 0):
+  """Prepends `history` past frames: the start padding for a full call (and a
+  reflecting stream's first chunk), the carried state when streaming."""
   if history == 0:
     return x
+  start = _start_padding(x, history, reflect)
   if not stream:
-    return jnp.pad(x, ((0, 0), (history, 0), (0, 0)))
+    return jnp.concatenate([start, x], axis=1)
   state = module.variable(
       "cache", "state", jnp.zeros, (x.shape[0], history, x.shape[2]), x.dtype)
-  joined = jnp.concatenate([state.value.astype(x.dtype), x], axis=1)
+  past = state.value.astype(x.dtype)
+  if reflect:
+    started = module.variable("cache", "started", jnp.zeros, (), jnp.bool_)
+    past = jnp.where(started.value, past, start)
+    started.value = jnp.ones((), jnp.bool_)
+  joined = jnp.concatenate([past, x], axis=1)
   state.value = joined[:, -history:]
   return joined
 
@@ -55,11 +77,16 @@ class CausalConv1D(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   axes: tuple = ("conv_in", "conv_out")  # logical names of the kernel's channel dims
+  padding: str = "zeros"  # or 'reflect': the start mirrored (see the module docstring)
 
   @property
   def history(self) -> int:
     """Past input samples each output needs beyond its own stride window."""
     return (self.kernel_size - 1) * self.dilation + 1 - self.stride
+
+  @property
+  def _reflect(self) -> int:
+    return self.history if self.padding == "reflect" else 0
 
   @nn.compact
   def __call__(self, x, *, stream: bool = False):
@@ -67,6 +94,8 @@ class CausalConv1D(nn.Module):
       raise ValueError(
           f"kernel_size*dilation must cover the stride: kernel_size={self.kernel_size}, "
           f"dilation={self.dilation}, stride={self.stride}")
+    if self.padding not in ("zeros", "reflect"):
+      raise ValueError(f"padding must be 'zeros' or 'reflect', got {self.padding!r}")
     _check_length(x, self.stride, "stride")
     channels = x.shape[-1]
     if channels % self.groups or self.features % self.groups:
@@ -78,7 +107,7 @@ class CausalConv1D(nn.Module):
         (self.kernel_size, channels // self.groups, self.features), self.param_dtype)
     kernel = kernel.astype(self.dtype)
     if self.stride == 1:
-      x = _with_history(self, x.astype(self.dtype), self.history, stream)
+      x = _with_history(self, x.astype(self.dtype), self.history, stream, self._reflect)
       y = jax.lax.conv_general_dilated(
           x, kernel, window_strides=(1,), padding="VALID", rhs_dilation=(self.dilation,),
           dimension_numbers=_DIMENSIONS, feature_group_count=self.groups)
@@ -101,7 +130,8 @@ class CausalConv1D(nn.Module):
     dense = dense.at[taps * self.stride - span::self.dilation].set(kernel)
     dense = dense.reshape(taps, self.stride, kernel.shape[1], self.features)
     dense = dense.transpose(0, 2, 1, 3).reshape(taps, -1, self.features)
-    x = _with_history(self, x.astype(self.dtype), (taps - 1) * self.stride, stream)
+    x = _with_history(self, x.astype(self.dtype), (taps - 1) * self.stride, stream,
+                      self._reflect)
     batch, length, channels = x.shape
     x = x.reshape(batch, length // self.stride, self.stride, channels)
     x = x.transpose(0, 1, 3, 2).reshape(batch, length // self.stride, channels * self.stride)
