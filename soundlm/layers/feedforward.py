@@ -1,10 +1,15 @@
 """Position-wise feed-forward networks, plain or gated (GLU family)."""
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from soundlm.layers import initializers
 
-ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "swish": nn.swish}
+# 'gelu' is the tanh approximation; 'gelu_exact' the erf form (PyTorch's default,
+# which imported Hugging Face models such as HuBERT use).
+ACTIVATIONS = {"gelu": nn.gelu, "gelu_exact": functools.partial(nn.gelu, approximate=False),
+               "relu": nn.relu, "swish": nn.swish}
 
 
 class FeedForward(nn.Module):

@@ -6,7 +6,8 @@ returns a `W2vBertConfig` plus parameters for `W2vBertEncoder`, whose layers are
 the shared `ConformerBlock` with the w2v-BERT 2.0 options. `TENSORS` names the
 Hugging Face tensor of every parameter. Every tensor of the file must map onto
 a parameter and every parameter must be found, with the right shape; anything
-else is an error naming the tensors.
+else is an error naming the tensors. `map_tensors`, `LAYOUTS` and
+`read_tensors` do the same for the HuBERT importer (`hf_hubert`).
 
 The features are soundlm's (`soundlm.semantic.features`: the SeamlessM4T
 extractor's log-mels at 16 kHz, pairs of frames stacked). A folder's
@@ -128,7 +129,7 @@ TENSORS = {
     "layers_{i}/convolution/pointwise_in/kernel": (
         "encoder.layers.{i}.conv_module.pointwise_conv1.weight", "pointwise_conv"),
     "layers_{i}/convolution/depthwise/kernel": (
-        "encoder.layers.{i}.conv_module.depthwise_conv.weight", "depthwise_conv"),
+        "encoder.layers.{i}.conv_module.depthwise_conv.weight", "conv"),
     "layers_{i}/convolution/depthwise_norm/scale": (
         "encoder.layers.{i}.conv_module.depthwise_layer_norm.weight", "vector"),
     "layers_{i}/convolution/depthwise_norm/bias": (
@@ -149,7 +150,7 @@ TENSORS = {
 # layout -> (flax value -> PyTorch tensor, (PyTorch tensor, flax shape) -> flax value).
 # Flax kernels are [in, ...out] ([E, H, D] for query/key/value, [H, D, E] for out);
 # PyTorch Linear weights are [out, in], Conv1d weights [out, in / groups, K].
-_LAYOUTS = {
+LAYOUTS = {
     "vector": (lambda v: v.reshape(-1), lambda t, shape: t.reshape(shape)),
     "table": (lambda v: v, lambda t, shape: t.reshape(shape)),
     "linear": (lambda v: v.reshape(v.shape[0], -1).T, lambda t, shape: t.T.reshape(shape)),
@@ -157,20 +158,44 @@ _LAYOUTS = {
                           lambda t, shape: t.T.reshape(shape)),
     "pointwise_conv": (lambda v: v.reshape(v.shape[0], -1).T[..., None],
                        lambda t, shape: t[..., 0].T.reshape(shape)),
-    "depthwise_conv": (lambda v: v.transpose(2, 1, 0),
-                       lambda t, shape: t.transpose(2, 1, 0).reshape(shape)),
+    "conv": (lambda v: v.transpose(2, 1, 0),  # any Conv1d, depthwise and grouped ones too
+             lambda t, shape: t.transpose(2, 1, 0).reshape(shape)),
 }
 
 
-def _hf_entry(path: tuple[str, ...]) -> tuple[str, str]:
-  """Flax parameter path -> (Hugging Face tensor name, layout)."""
+def hf_entry(path: tuple[str, ...], table: dict = TENSORS) -> tuple[str, str]:
+  """Flax parameter path -> (Hugging Face tensor name, layout) from `table`, whose
+  keys write the number of a numbered module ('layers_3', 'conv_0') as '{i}'."""
   name = "/".join(path)
-  layer = re.match(r"layers_(\d+)/", name)
-  key = f"layers_{{i}}/{name[layer.end():]}" if layer else name
-  if key not in TENSORS:
-    raise KeyError(f"parameter {name} has no Hugging Face tensor in hf_import.TENSORS")
-  hf_name, layout = TENSORS[key]
-  return (hf_name.format(i=layer[1]) if layer else hf_name), layout
+  number = re.search(r"_(\d+)(?=/|$)", name)
+  key = f"{name[:number.start()]}_{{i}}{name[number.end():]}" if number else name
+  if key not in table:
+    raise KeyError(f"parameter {name} has no Hugging Face tensor in the import table")
+  hf_name, layout = table[key]
+  return (hf_name.format(i=number[1]) if number else hf_name), layout
+
+
+def map_tensors(tensors: dict[str, np.ndarray], shapes: dict[tuple, tuple], table: dict,
+                source: str = "checkpoint") -> dict[tuple, np.ndarray]:
+  """Flat parameters {path: float32 array} of the given shapes from Hugging Face
+  tensors named by `table`; every tensor must map onto a parameter and every
+  parameter be found with its shape, else CheckpointMismatchError names them."""
+  expected = {}
+  for path, shape in shapes.items():
+    name, layout = hf_entry(path, table)
+    hf_shape = LAYOUTS[layout][0](np.zeros(shape, np.float32)).shape
+    expected[name] = (path, shape, layout, hf_shape)
+  missing = sorted(set(expected) - set(tensors))
+  extra = sorted(set(tensors) - set(expected))
+  wrong = sorted(f"{name}: {tuple(tensors[name].shape)}, expected {hf_shape}"
+                 for name, (_, _, _, hf_shape) in expected.items()
+                 if name in tensors and tuple(tensors[name].shape) != hf_shape)
+  if missing or extra or wrong:
+    raise CheckpointMismatchError(
+        f"{source} does not match its config: missing tensors {missing}, "
+        f"extra tensors {extra}, wrong shapes {wrong}")
+  return {path: LAYOUTS[layout][1](tensors[name].astype(np.float32), shape)
+          for name, (path, shape, layout, _) in expected.items()}
 
 
 def abstract_params(config: W2vBertConfig) -> dict:
@@ -184,8 +209,8 @@ def to_hf_tensors(params: dict) -> dict[str, np.ndarray]:
   """W2vBertEncoder parameters as Hugging Face tensors (names and layouts)."""
   tensors = {}
   for path, value in flax.traverse_util.flatten_dict(nn.meta.unbox(params)).items():
-    name, layout = _hf_entry(path)
-    tensors[name] = _LAYOUTS[layout][0](np.asarray(value))
+    name, layout = hf_entry(path)
+    tensors[name] = LAYOUTS[layout][0](np.asarray(value))
   return tensors
 
 
@@ -193,31 +218,20 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: W2vBertConfig,
                    has_mask_embedding: bool = True, source: str = "checkpoint") -> dict:
   """Maps Hugging Face tensors onto W2vBertEncoder parameters (float32 numpy)."""
   tensors = {(k[len(_PREFIX):] if k.startswith(_PREFIX) else k): v for k, v in tensors.items()}
-  flat_shapes = flax.traverse_util.flatten_dict(abstract_params(config))
-  expected = {}
-  for path, leaf in flat_shapes.items():
-    if path == ("mask_embedding",) and not has_mask_embedding:
-      continue
-    name, layout = _hf_entry(path)
-    hf_shape = _LAYOUTS[layout][0](np.zeros(leaf.shape, np.float32)).shape
-    expected[name] = (path, leaf.shape, layout, hf_shape)
-  missing = sorted(set(expected) - set(tensors))
-  extra = sorted(set(tensors) - set(expected))
-  wrong = sorted(f"{name}: {tuple(tensors[name].shape)}, expected {hf_shape}"
-                 for name, (_, _, _, hf_shape) in expected.items()
-                 if name in tensors and tuple(tensors[name].shape) != hf_shape)
-  if missing or extra or wrong:
-    raise CheckpointMismatchError(
-        f"{source} does not match its config: missing tensors {missing}, "
-        f"extra tensors {extra}, wrong shapes {wrong}")
-  flat = {path: _LAYOUTS[layout][1](tensors[name].astype(np.float32), shape)
-          for name, (path, shape, layout, _) in expected.items()}
+  shapes = {path: leaf.shape for path, leaf in
+            flax.traverse_util.flatten_dict(abstract_params(config)).items()}
+  mask_shape = shapes.pop(("mask_embedding",))
+  if has_mask_embedding:
+    shapes[("mask_embedding",)] = mask_shape
+  flat = map_tensors(tensors, shapes, TENSORS, source)
   if not has_mask_embedding:  # the reference model has none; it only serves pre-training
-    flat[("mask_embedding",)] = np.zeros(flat_shapes[("mask_embedding",)].shape, np.float32)
+    flat[("mask_embedding",)] = np.zeros(mask_shape, np.float32)
   return flax.traverse_util.unflatten_dict(flat)
 
 
-def _read_tensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
+def read_tensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
+  """Every tensor of a folder's model.safetensors, or of the shards its
+  model.safetensors.index.json lists."""
   single = folder / "model.safetensors"
   index = folder / "model.safetensors.index.json"
   if single.is_file():
@@ -244,5 +258,5 @@ def load_hf_w2v_bert(path) -> tuple[W2vBertConfig, dict]:
   preprocessor = folder / "preprocessor_config.json"
   if preprocessor.is_file():
     check_preprocessor(json.loads(preprocessor.read_text()), config, str(preprocessor))
-  params = params_from_hf(_read_tensors(folder), config, _has_mask_embedding(hf), str(folder))
+  params = params_from_hf(read_tensors(folder), config, _has_mask_embedding(hf), str(folder))
   return config, params
