@@ -36,6 +36,15 @@ def waveform(seconds: float = 1.0, rate: int = 16_000) -> np.ndarray:
   return (0.2 * envelope * voiced + 0.01 * noise).astype(np.float32)
 
 
+def save_reference(out: str, arrays: dict) -> None:
+  """Writes `reference.npz` and the versions of the reference libraries."""
+  np.savez_compressed(os.path.join(out, "reference.npz"), **arrays)
+  with open(os.path.join(out, "versions.json"), "w") as f:
+    json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f,
+              indent=1)
+  print("wrote", os.path.abspath(out), {k: v.shape for k, v in arrays.items()})
+
+
 def tiny_model(scheme: str, seed: int) -> Wav2Vec2BertModel:
   config = Wav2Vec2BertConfig(
       hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
@@ -72,11 +81,7 @@ def main():
       raise RuntimeError(f"expected {model.config.num_hidden_layers + 1} hidden states")
     np.testing.assert_allclose(hidden[-1], outputs.last_hidden_state[0].numpy())
     arrays[f"hidden_states_{scheme}"] = hidden
-  np.savez_compressed(os.path.join(out, "reference.npz"), **arrays)
-  with open(os.path.join(out, "versions.json"), "w") as f:
-    json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f,
-              indent=1)
-  print("wrote", os.path.abspath(out), {k: v.shape for k, v in arrays.items()})
+  save_reference(out, arrays)
 
 
 if __name__ == "__main__":

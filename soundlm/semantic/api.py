@@ -1,17 +1,18 @@
-"""`SemanticTokenizer`: 16 kHz waveforms -> 25 Hz semantic token ids.
+"""`SemanticTokenizer`: 16 kHz waveforms -> semantic token ids.
 
-tokens = k-means id of the (per-dimension normalised) embedding of one
-w2v-BERT hidden state. For a clip of N samples there are exactly
-T25 = N // 640 tokens; token t describes samples [640 t, 640 t + 640), and
-the last N % 640 samples (under 40 ms) produce no token. Models whose
-Conformer stack runs at 50 Hz (w2v-BERT 2.0) have each pair of frames
+tokens = k-means id of the (per-dimension normalised) embedding of one hidden
+state of a w2v-BERT or HuBERT model. The model sets the hop H, samples per
+token: 640 for w2v-BERT (25 Hz), 320 for HuBERT (50 Hz). For a clip of N
+samples there are exactly N // H tokens; token t describes samples
+[H t, H t + H), and the last N % H samples produce no token. w2v-BERT models
+whose Conformer stack runs at 50 Hz (w2v-BERT 2.0) have each pair of frames
 averaged into one 25 Hz embedding before clustering.
 
 Clips of different lengths share a batch zero-padded to its longest, with
-`lengths` giving each clip's samples: features, attention and convolutions
-then ignore the padding, so a clip gets the tokens it gets alone (up to float
-rounding), and its frames past `lengths // 640` are padding (embeddings zero,
-tokens PAD_TOKEN).
+`lengths` giving each clip's samples: features, normalisation, attention and
+convolutions then ignore the padding, so a clip gets the tokens it gets alone
+(up to float rounding), and its frames past `lengths // H` are padding
+(embeddings zero, tokens PAD_TOKEN).
 
 A k-means file records the fingerprint of the model and layer it was fitted
 on (`SemanticEmbedder.fingerprint`); a tokenizer refuses centroids fitted on
@@ -37,17 +38,20 @@ from soundlm import partitioning
 from soundlm.semantic import features as features_lib
 from soundlm.semantic.config import W2vBertConfig, read_config, read_token_config
 from soundlm.semantic.encoder import W2vBertEncoder, input_features, padding_mask
+from soundlm.semantic.hf_hubert import load_hf_hubert
 from soundlm.semantic.hf_import import load_hf_w2v_bert
+from soundlm.semantic.hubert import HubertConfig, HubertEncoder, token_hidden_state
 from soundlm.semantic.kmeans import KMeans
 
 PAD_TOKEN = -1  # token id of frames past a clip's length in a padded batch
 
 
 class SemanticEmbedder:
-  """A w2v-BERT encoder and the hidden-state index `layer` (0 = front-end output,
-  i = output of Conformer block i) whose 25 Hz embeddings are clustered."""
+  """A w2v-BERT or HuBERT encoder and the hidden-state index `layer` (0 = the
+  first block's input, i = output of block i) whose embeddings, one per token,
+  are clustered."""
 
-  def __init__(self, config: W2vBertConfig, encoder_params, layer: int,
+  def __init__(self, config: W2vBertConfig | HubertConfig, encoder_params, layer: int,
                source: str | None = None, step: int | None = None,
                partitioner: partitioning.Partitioner | None = None):
     if not 0 <= layer <= config.num_layers:
@@ -58,12 +62,30 @@ class SemanticEmbedder:
     self.config, self.layer = config, layer
     self.params = self.partitioner.replicate(encoder_params)
     self.source, self.step = source, step  # where the parameters came from, for fingerprints
-    self._encoder = W2vBertEncoder(config)
+    self.samples_per_token = config.samples_per_token
+    if isinstance(config, HubertConfig):
+      self._encoder = HubertEncoder(config)
+    else:
+      self._encoder = W2vBertEncoder(config)
     self._embed = jax.jit(self.embed_fn)
+
+  @property
+  def frame_rate(self) -> float:
+    """Tokens per second: 25 for w2v-BERT, 50 for HuBERT."""
+    return features_lib.SAMPLE_RATE / self.samples_per_token
 
   def embed_fn(self, params, wav, lengths=None):
     """Pure function: (encoder params, [B, N] waveform, optional int [B] clip
-    lengths in samples) -> [B, N // 640, width], zero past each clip's tokens."""
+    lengths in samples) -> [B, N // H, width], zero past each clip's tokens."""
+    if isinstance(self.config, HubertConfig):
+      x = token_hidden_state(self._encoder, params, wav, lengths, self.layer)
+    else:
+      x = self._w2v_bert_hidden_state(params, wav, lengths)
+    if lengths is None:
+      return x
+    return jnp.where(token_mask(lengths, x.shape[1], self.samples_per_token)[..., None], x, 0)
+
+  def _w2v_bert_hidden_state(self, params, wav, lengths):
     features = input_features(wav, self.config, lengths)
     mask = None if lengths is None else padding_mask(lengths, wav.shape[1], self.config)
     hidden, _ = self._encoder.apply({"params": params}, features, padding_mask=mask,
@@ -71,23 +93,21 @@ class SemanticEmbedder:
     x = hidden[self.layer]
     if self.config.model_frame_rate == 50:
       x = x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2]).mean(axis=2)
-    if lengths is None:
-      return x
-    return jnp.where(token_mask(lengths, x.shape[1])[..., None], x, 0)
+    return x
 
   def embed(self, wav, sample_rate: int | None = None, lengths=None) -> jax.Array:
-    """float32 [B, N] waveform -> float32 [B, N // 640, width] embeddings of `layer`.
-    `lengths` (int [B] samples, 640..N) marks the clips of a zero-padded batch."""
+    """float32 [B, N] waveform -> float32 [B, N // H, width] embeddings of `layer`.
+    `lengths` (int [B] samples, H..N) marks the clips of a zero-padded batch."""
     arguments, valid = self.place(wav, sample_rate, lengths)
     return self._embed(*arguments)[valid]
 
   def place(self, wav, sample_rate: int | None = None, lengths=None):
     """Checks a batch and places it over the mesh: ((params, wav[, lengths]),
     the arguments of `embed_fn`, and the valid-row mask of its results)."""
-    features_lib.check_waveform(wav, sample_rate)
+    features_lib.check_waveform(wav, sample_rate, samples_per_token=self.samples_per_token)
     batch = [jnp.asarray(wav, jnp.float32)]
     if lengths is not None:
-      batch.append(features_lib.check_lengths(lengths, wav))
+      batch.append(features_lib.check_lengths(lengths, wav, self.samples_per_token))
     batch, valid = self.partitioner.place_batch(tuple(batch))
     return (self.params, *batch), valid
 
@@ -122,22 +142,22 @@ class SemanticEmbedder:
 
   @classmethod
   def from_hf(cls, hf_dir, layer: int, *, mesh=None):
-    """From a local Hugging Face w2v-BERT 2.0 folder (config.json, model.safetensors)."""
-    config, params = load_hf_w2v_bert(hf_dir)
+    """From a local Hugging Face HuBERT or w2v-BERT 2.0 folder (config.json,
+    model.safetensors), by the config's model_type."""
+    config, params = load_hf(hf_dir)
     return cls(config, params, layer, source=f"hf:{os.path.abspath(os.fspath(hf_dir))}",
                partitioner=partitioning.Partitioner.of(mesh, _REPLICATED))
 
 
 class SemanticTokenizer:
-  """Embeddings of one w2v-BERT layer, assigned to k-means centroids."""
+  """Embeddings of one w2v-BERT or HuBERT layer, assigned to k-means centroids."""
   sample_rate = features_lib.SAMPLE_RATE
-  frame_rate = 25
 
   def __init__(self, embedder: SemanticEmbedder, kmeans: KMeans):
     config, layer = embedder.config, embedder.layer
     if kmeans.dim != config.width:
       raise ValueError(f"k-means centroids have dimension {kmeans.dim} but layer {layer} of "
-                       f"this w2v-BERT model has width {config.width}")
+                       f"this model has width {config.width}")
     if kmeans.layer is not None and kmeans.layer != layer:
       raise ValueError(f"the k-means centroids were fitted on layer {kmeans.layer}, not on "
                        f"the requested layer {layer}")
@@ -153,6 +173,15 @@ class SemanticTokenizer:
   @property
   def vocab_size(self) -> int:
     return self.kmeans.num_clusters
+
+  @property
+  def frame_rate(self) -> float:
+    """Tokens per second (the model's): 25 for w2v-BERT, 50 for HuBERT."""
+    return self.embedder.frame_rate
+
+  @property
+  def samples_per_token(self) -> int:
+    return self.embedder.samples_per_token
 
   # --- construction ------------------------------------------------------
 
@@ -182,7 +211,7 @@ class SemanticTokenizer:
   @classmethod
   def from_hf(cls, hf_dir, kmeans_path, layer: int | None = None, *,
               mesh=None) -> "SemanticTokenizer":
-    """From a local Hugging Face w2v-BERT 2.0 folder (config.json and
+    """From a local Hugging Face HuBERT or w2v-BERT 2.0 folder (config.json and
     model.safetensors) and a k-means file fitted on its embeddings."""
     kmeans = KMeans.load(kmeans_path)
     return cls(SemanticEmbedder.from_hf(hf_dir, _layer(layer, kmeans), mesh=mesh), kmeans)
@@ -191,33 +220,54 @@ class SemanticTokenizer:
 
   def tokenize_fn(self, params, wav, lengths=None):
     """Pure function: (encoder params, [B, N] waveform, optional int [B] clip
-    lengths in samples) -> int32 [B, N // 640], PAD_TOKEN past each clip's tokens."""
+    lengths in samples) -> int32 [B, N // H], PAD_TOKEN past each clip's tokens."""
     tokens = self.kmeans.assign(self.embedder.embed_fn(params, wav, lengths))
     if lengths is None:
       return tokens
-    return jnp.where(token_mask(lengths, tokens.shape[1]), tokens, PAD_TOKEN)
+    return jnp.where(token_mask(lengths, tokens.shape[1], self.samples_per_token), tokens,
+                     PAD_TOKEN)
 
   def tokenize(self, wav, sample_rate: int | None = None, lengths=None) -> jax.Array:
-    """float32 [B, N] waveform in [-1, 1] at 16 kHz -> int32 [B, N // 640] tokens.
+    """float32 [B, N] waveform in [-1, 1] at 16 kHz -> int32 [B, N // H] tokens
+    (H = `samples_per_token`).
 
     `sample_rate`, when given, must be 16000. `lengths` (int [B] samples,
-    640..N) gives each clip's length in a zero-padded batch. Raises ValueError
-    for multi-channel audio, non-float samples, clips shorter than 640 samples
-    or lengths outside 640..N.
+    H..N) gives each clip's length in a zero-padded batch. Raises ValueError
+    for multi-channel audio, non-float samples, clips shorter than H samples
+    or lengths outside H..N.
     """
     arguments, valid = self.embedder.place(wav, sample_rate, lengths)
     return self._tokenize(*arguments)[valid]
 
   def tokenize_file(self, path) -> np.ndarray:
-    """int32 [N // 640] tokens of a mono 16 kHz audio file (other rates and
+    """int32 [N // H] tokens of a mono 16 kHz audio file (other rates and
     channel counts are refused)."""
     wav, _ = audio.read_audio(path, self.sample_rate)
     return np.asarray(self.tokenize(wav[None]))[0]
 
 
-def token_mask(lengths, num_tokens: int) -> jax.Array:
-  """bool [B, num_tokens]: True on each clip's whole 25 Hz tokens."""
-  return features_lib.frame_mask(features_lib.num_tokens(jnp.asarray(lengths)), num_tokens)
+def token_mask(lengths, num_tokens: int,
+               samples_per_token: int = features_lib.SAMPLES_PER_TOKEN) -> jax.Array:
+  """bool [B, num_tokens]: True on each clip's whole tokens of `samples_per_token`."""
+  return features_lib.frame_mask(jnp.asarray(lengths) // samples_per_token, num_tokens)
+
+
+# Hugging Face model_type -> loader of (config, params).
+_HF_LOADERS = {"hubert": load_hf_hubert, "wav2vec2-bert": load_hf_w2v_bert}
+
+
+def load_hf(hf_dir):
+  """(config, params) of a local Hugging Face semantic model folder: HuBERT or
+  w2v-BERT 2.0, chosen by its config.json's model_type."""
+  config_file = pathlib.Path(os.fspath(hf_dir)) / "config.json"
+  if not config_file.is_file():
+    raise FileNotFoundError(f"{hf_dir}: no config.json (expected a Hugging Face HubertModel "
+                            "or Wav2Vec2BertModel folder)")
+  model_type = json.loads(config_file.read_text()).get("model_type")
+  if model_type not in _HF_LOADERS:
+    raise ValueError(f"{config_file}: model_type {model_type!r} is not a semantic model "
+                     f"soundlm imports (expected one of {sorted(_HF_LOADERS)})")
+  return _HF_LOADERS[model_type](hf_dir)
 
 
 def run_config(workdir) -> pathlib.Path:

@@ -13,6 +13,7 @@ import pathlib
 import gin
 
 from soundlm import gin_utils
+from soundlm.semantic import features as features_lib
 
 FRONTENDS = ("conv", "stacked")
 BLOCKS = ("conformer", "w2v_bert_2")
@@ -83,6 +84,11 @@ class W2vBertConfig:
   def model_frame_rate(self) -> int:
     """Frames per second of the Conformer stack (tokens are always 25 Hz)."""
     return 25 if self.frontend == "conv" else 50
+
+  @property
+  def samples_per_token(self) -> int:
+    """16 kHz samples per semantic token (640: 25 Hz)."""
+    return features_lib.SAMPLES_PER_TOKEN
 
 
 def _one_of(name, value, choices):

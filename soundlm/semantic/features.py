@@ -53,23 +53,25 @@ def frame_mask(num_valid, num_frames: int) -> jnp.ndarray:
   return jnp.arange(num_frames)[None, :] < jnp.asarray(num_valid)[:, None]
 
 
-def check_lengths(lengths, wav) -> np.ndarray:
+def check_lengths(lengths, wav, samples_per_token: int = SAMPLES_PER_TOKEN) -> np.ndarray:
   """int32 [B] clip lengths (samples) of a padded [B, N] batch; raises
-  ValueError unless each is a whole 25 Hz frame or more and at most N."""
+  ValueError unless each is a whole token frame or more and at most N."""
   batch, samples = np.shape(wav)
   lengths = np.asarray(lengths)
   if lengths.shape != (batch,) or not np.issubdtype(lengths.dtype, np.integer):
     raise ValueError(f"lengths: expected {batch} integer clip lengths (samples), got "
                      f"{lengths.dtype} array of shape {lengths.shape}")
-  if lengths.min() < SAMPLES_PER_TOKEN or lengths.max() > samples:
-    raise ValueError(f"lengths: expected lengths in {SAMPLES_PER_TOKEN}..{samples} (one 25 Hz "
-                     f"frame up to the padded length), got {lengths.min()}..{lengths.max()}")
+  if lengths.min() < samples_per_token or lengths.max() > samples:
+    raise ValueError(f"lengths: expected lengths in {samples_per_token}..{samples} (one "
+                     f"{SAMPLE_RATE / samples_per_token:g} Hz frame up to the padded length), "
+                     f"got {lengths.min()}..{lengths.max()}")
   return lengths.astype(np.int32)
 
 
-def check_waveform(wav, sample_rate: int | None = None, name: str = "wav") -> None:
+def check_waveform(wav, sample_rate: int | None = None, name: str = "wav",
+                   samples_per_token: int = SAMPLES_PER_TOKEN) -> None:
   """Raises ValueError unless `wav` is a float [B, N] batch of 16 kHz mono clips
-  at least one 25 Hz frame (640 samples) long."""
+  at least one token frame (`samples_per_token` samples) long."""
   if sample_rate is not None and int(sample_rate) != SAMPLE_RATE:
     raise ValueError(f"sample_rate: expected {SAMPLE_RATE} Hz, got {sample_rate}; "
                      "resample the audio first")
@@ -82,9 +84,10 @@ def check_waveform(wav, sample_rate: int | None = None, name: str = "wav") -> No
   dtype = wav.dtype if hasattr(wav, "dtype") else np.asarray(wav).dtype
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"{name}: expected floating-point samples in [-1, 1], got dtype {dtype}")
-  if shape[1] < SAMPLES_PER_TOKEN:
-    raise ValueError(f"{name}: clips of {shape[1]} samples are shorter than one 25 Hz "
-                     f"frame ({SAMPLES_PER_TOKEN} samples at {SAMPLE_RATE} Hz)")
+  if shape[1] < samples_per_token:
+    raise ValueError(f"{name}: clips of {shape[1]} samples are shorter than one "
+                     f"{SAMPLE_RATE / samples_per_token:g} Hz frame ({samples_per_token} "
+                     f"samples at {SAMPLE_RATE} Hz)")
 
 
 def _hz_to_mel(hz):

@@ -1,9 +1,11 @@
-"""Fits the k-means of semantic tokens on a w2v-BERT layer's embeddings.
+"""Fits the k-means of semantic tokens on a w2v-BERT or HuBERT layer's embeddings.
 
     python -m soundlm.semantic.fit_kmeans --w2v_bert_workdir=/tmp/w2v_bert_tiny \\
         --out=/tmp/w2v_bert_tiny/kmeans.npz
     python -m soundlm.semantic.fit_kmeans --hf_dir=/models/w2v-bert-2.0 --layer=17 \\
         --num_clusters=1024 --corpus=folder:/data/librispeech --out=kmeans.npz
+    python -m soundlm.semantic.fit_kmeans --hf_dir=/models/hubert-base-ls960 --layer=6 \\
+        --num_clusters=500 --corpus=folder:/data/librispeech --out=hubert_kmeans.npz
 
 Embeddings come from non-overlapping windows of every clip of one split of a
 corpus: `--corpus` is 'builtin:speech' (the default), 'folder:<path>' (any
@@ -47,7 +49,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--w2v_bert_workdir", help="soundlm.train work dir of a pre-training run")
-  source.add_argument("--hf_dir", help="local Hugging Face w2v-BERT 2.0 folder")
+  source.add_argument("--hf_dir", help="local Hugging Face HuBERT or w2v-BERT 2.0 folder")
   parser.add_argument("--layer", type=int, help="hidden-state index (default: the run's "
                       "TokenConfig.layer; required with --hf_dir)")
   parser.add_argument("--num_clusters", type=int, help="K (default: the run's "
