@@ -3,7 +3,7 @@
 One record per clip (tf.train.Example):
   id, speaker, text      bytes
   duration               float, seconds of audio that the tokens cover
-  semantic               int64 [S]       semantic tokens (S frames, 25 Hz)
+  semantic               int64 [S]       semantic tokens (S frames at the semantic rate)
   codes                  int64 [T * Q]   acoustic codes, frame-major; T = r * S
   num_frames, num_levels int64           T and Q
 
