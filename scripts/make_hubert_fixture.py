@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from make_w2v_bert_fixture import save_reference, waveform
+from make_w2v_bert_fixture import perturbed, save_reference, waveform
 
 LAYOUTS = {
     "base": dict(feat_extract_norm="group", conv_bias=False, do_stable_layer_norm=False,
@@ -56,14 +56,7 @@ def tiny_model(layout: str, seed: int) -> HubertModel:
       num_conv_pos_embedding_groups=4, conv_stride=(5, 2, 2, 2, 2, 2, 2),
       conv_kernel=(10, 3, 3, 3, 3, 2, 2), mask_time_prob=0.05, layerdrop=0.0,
       **LAYOUTS[layout])
-  torch.manual_seed(seed)
-  model = HubertModel(config).eval()
-  # Move every tensor off its initial value (LayerNorm ones, zero biases) so
-  # that a parameter mapped to the wrong place cannot go unnoticed.
-  with torch.no_grad():
-    for param in model.parameters():
-      param.add_(0.1 * torch.randn_like(param))
-  return model
+  return perturbed(HubertModel, config, seed)
 
 
 def run(model, values, mask=None):

@@ -45,20 +45,25 @@ def save_reference(out: str, arrays: dict) -> None:
   print("wrote", os.path.abspath(out), {k: v.shape for k, v in arrays.items()})
 
 
+def perturbed(model_class, config, seed: int):
+  """`model_class(config)` in eval mode with every tensor moved off its initial
+  value (LayerNorm ones, zero biases), so that a parameter mapped to the wrong
+  place cannot go unnoticed."""
+  torch.manual_seed(seed)
+  model = model_class(config).eval()
+  with torch.no_grad():
+    for param in model.parameters():
+      param.add_(0.1 * torch.randn_like(param))
+  return model
+
+
 def tiny_model(scheme: str, seed: int) -> Wav2Vec2BertModel:
   config = Wav2Vec2BertConfig(
       hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
       feature_projection_input_dim=160, conv_depthwise_kernel_size=5,
       position_embeddings_type=scheme, left_max_position_embeddings=6,
       right_max_position_embeddings=3, mask_time_prob=0.05, layerdrop=0.0)
-  torch.manual_seed(seed)
-  model = Wav2Vec2BertModel(config).eval()
-  # Move every tensor off its initial value (LayerNorm ones, zero biases) so
-  # that a parameter mapped to the wrong place cannot go unnoticed.
-  with torch.no_grad():
-    for param in model.parameters():
-      param.add_(0.1 * torch.randn_like(param))
-  return model
+  return perturbed(Wav2Vec2BertModel, config, seed)
 
 
 def main():
