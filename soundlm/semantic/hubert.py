@@ -113,16 +113,21 @@ class HubertConfig:
     return num_samples
 
 
+def _moments(x, valid):
+  """(mean, biased variance) over axis 1 of the `valid` entries, kept dims."""
+  count = valid.sum(axis=1, keepdims=True)
+  mean = jnp.where(valid, x, 0).sum(axis=1, keepdims=True) / count
+  centred = jnp.where(valid, x - mean, 0)
+  return mean, (centred * centred).sum(axis=1, keepdims=True) / count
+
+
 def normalize_waveform(wav, lengths=None):
   """Each clip at zero mean and unit variance over its first `lengths` samples
   (Hugging Face's `Wav2Vec2FeatureExtractor(do_normalize=True)`); zero past them."""
   valid = jnp.ones(wav.shape, bool) if lengths is None else features_lib.frame_mask(
       lengths, wav.shape[1])
-  count = valid.sum(axis=1, keepdims=True)
-  mean = jnp.where(valid, wav, 0).sum(axis=1, keepdims=True) / count
-  centred = jnp.where(valid, wav - mean, 0)
-  var = (centred * centred).sum(axis=1, keepdims=True) / count
-  return centred / jnp.sqrt(var + 1e-7)
+  mean, var = _moments(wav, valid)
+  return jnp.where(valid, wav - mean, 0) / jnp.sqrt(var + 1e-7)
 
 
 class InstanceNorm(nn.Module):
@@ -134,10 +139,7 @@ class InstanceNorm(nn.Module):
   def __call__(self, x, valid):
     scale = self.param("scale", initializers.ones(("conv_out",)), (x.shape[-1],))
     bias = self.param("bias", initializers.zeros(("conv_out",)), (x.shape[-1],))
-    count = valid.sum(axis=1, keepdims=True)
-    mean = jnp.where(valid, x, 0).sum(axis=1, keepdims=True) / count
-    centred = jnp.where(valid, x - mean, 0)
-    var = (centred * centred).sum(axis=1, keepdims=True) / count
+    mean, var = _moments(x, valid)
     return (x - mean) / jnp.sqrt(var + _CONV_NORM_EPS) * scale + bias
 
 
