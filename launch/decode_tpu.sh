@@ -11,7 +11,9 @@
 #     --gin_file=gin/generate/quickstart.gin --manifest=items.jsonl \
 #     --output_dir=/mnt/disk/decoded --batch_size=16
 #   bash launch/decode_tpu.sh --tpu=NAME --zone=ZONE --logs   (or --stop)
-# Work dirs, prompts and the output folder must be reachable from every
-# worker (a shared disk or a gs:// bucket). Other options: launch/tpu_pod.sh --help.
+# Model work dirs may be gs:// URIs; the manifest, prompts and the output
+# folder are read and written with local file calls, so they must be on a disk
+# every worker reaches (copied there, or a mounted shared disk). Other options:
+# launch/tpu_pod.sh --help.
 set -euo pipefail
 exec bash "$(dirname "${BASH_SOURCE[0]}")/tpu_pod.sh" --module=soundlm.decode "$@"

@@ -44,7 +44,9 @@ def process_state(saved: dict, directory: str) -> dict:
     raise ValueError(
         f"{directory} was written by {len(states)} processes but this run has "
         f"{jax.process_count()}: each process resumes its own input position, so "
-        f"restart with {len(states)} processes (or start a new work dir)")
+        f"restart with {len(states)} processes (each may have any number of devices), or "
+        f"train on in a new work dir; models.load and checkpoints.restore_part read this "
+        f"checkpoint's parameters with any process count (docs/multihost.md)")
   return states[jax.process_index()]
 
 

@@ -7,12 +7,13 @@ Each input line is JSON: `{"id": "a", "prompt": "x.wav", "duration": 4.0,
 "seed": 0, "options": {...}}` (`prompt` may be null for unconditional audio,
 `id` defaults to the line number, `options` are `Pipeline.generate` keywords
 such as `acoustic`, `temperature` or `keep_prompt`). Items are split over
-hosts (item i goes to host i mod hosts), prompts cut to whole
-`--prompt_bucket_seconds` (so few programs compile), grouped into fixed-size
-batches of identical shape, and every finished item gets `<id>.wav` plus a
-line in `manifest-<host>.jsonl` (with the prompt seconds used). Restarting skips items already in that manifest, so
-each is written exactly once. A bad item is recorded with its error and the
-rest go on.
+hosts (item i goes to host i mod hosts; hosts join one jax.distributed job
+as in training), prompts cut to whole `--prompt_bucket_seconds` (so few
+programs compile), grouped into fixed-size batches of identical shape, and
+every finished item gets `<id>.wav` plus a line in `manifest-<host>.jsonl`
+(with the prompt seconds used). Restarting skips items already in any host's
+manifest, so each is written exactly once, also when the restart has another
+host count. A bad item is recorded with its error and the rest go on.
 """
 import argparse
 import dataclasses
@@ -34,6 +35,7 @@ ALLOWED_KEYS = {"id", "prompt", "duration", "seed", "options"}
 MAX_SEED = 2**31 - 1
 # Safe file names: letters, digits, '_', '.', '-'; no separators, no '..'.
 SAFE_ID = re.compile(r"\w[\w.-]{0,199}")
+MANIFEST_NAME = re.compile(r"manifest-\d{5}\.jsonl")
 
 
 def _number(value) -> bool:
@@ -142,30 +144,41 @@ def parse_manifest(path: str) -> list[Item | BadItem]:
   return items
 
 
+def _read_records(path: str) -> tuple[list[dict], list[bytes], bytes]:
+  """(records, complete lines, torn last line) of an output manifest."""
+  with open(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  complete, torn = lines[:-1], lines[-1]
+  records = []
+  for number, line in enumerate(complete, 1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError as error:
+      raise ValueError(f"{path}:{number}: unreadable record {line[:80]!r}") from error
+  return records, complete, torn
+
+
 class OutputManifest:
   """This host's output manifest: one JSON line per finished item.
 
-  A kill can tear the last line: it is dropped (and the item decoded again);
-  any other unreadable line is an error that names it.
+  `done` also holds the items in the other hosts' manifests in `output_dir`,
+  so a restart with another host count decodes nothing twice. A kill can tear
+  the last line: this host's is dropped (and the item decoded again), another
+  host's is ignored; any other unreadable line is an error that names it.
   """
 
   def __init__(self, output_dir: str, host: int):
     self.path = os.path.join(output_dir, f"manifest-{host:05d}.jsonl")
     self.done: set[str] = set()
+    for name in sorted(os.listdir(output_dir)):
+      other = os.path.join(output_dir, name)
+      if MANIFEST_NAME.fullmatch(name) and other != self.path:
+        self.done |= {r["id"] for r in _read_records(other)[0]}
     if not os.path.exists(self.path):
       return
-    with open(self.path, "rb") as f:
-      data = f.read()
-    lines = data.split(b"\n")
-    complete, torn = lines[:-1], lines[-1]
-    records = []
-    for number, line in enumerate(complete, 1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except ValueError as error:
-        raise ValueError(f"{self.path}:{number}: unreadable record {line[:80]!r}") from error
+    records, complete, torn = _read_records(self.path)
     if torn.strip():
       logging.warning("%s: dropping a torn last line (%d bytes) left by an interrupted "
                       "write; its item is decoded again", self.path, len(torn))
@@ -175,7 +188,7 @@ class OutputManifest:
         f.flush()
         os.fsync(f.fileno())
       os.replace(self.path + ".tmp", self.path)
-    self.done = {r["id"] for r in records}
+    self.done |= {r["id"] for r in records}
 
   def append(self, record: dict):
     with open(self.path, "a") as f:
@@ -269,6 +282,7 @@ def main(argv=None) -> int:
   parser.add_argument("--manifest", required=True, help="input JSON-lines manifest")
   parser.add_argument("--output_dir", required=True, help="audio and output manifests")
   parser.add_argument("--batch_size", type=int, default=8)
+  partitioning.add_distributed_flags(parser)
   parser.add_argument("--prompt_bucket_seconds", type=float, default=0.5,
                       help="prompts are cut to whole buckets of this length (0: used "
                            "whole), so few programs are compiled")
@@ -286,7 +300,7 @@ def main(argv=None) -> int:
     items = parse_manifest(args.manifest)
   except (FileNotFoundError, ValueError) as error:
     parser.exit(2, f"error: {error}\n")
-  partitioning.initialize_distributed()
+  partitioning.initialize_from_flags(args, parser)
   import jax
   # Every chip of this host decodes: a data-parallel mesh over the local devices
   # (model parameters laid out by the gin-configured rules).

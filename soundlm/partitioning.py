@@ -5,6 +5,7 @@ Parameters and activations are annotated with logical axis names (`embed`,
 `gin/partitioning/`, maps those names onto the mesh axes
 ('data', 'fsdp', 'tensor'); everything else here follows from that mapping.
 """
+import argparse
 import contextlib
 import dataclasses
 import logging
@@ -85,6 +86,29 @@ def initialize_distributed(multihost: bool | None = None, **explicit):
     return
   jax.distributed.initialize(**settings)
   logging.info("process %d of %d", jax.process_index(), jax.process_count())
+
+
+def add_distributed_flags(parser):
+  """The multi-host flags every job takes (train, tokenize, decode)."""
+  group = parser.add_argument_group(
+      "multi-host", "jax.distributed start-up: detected on Cloud TPU VMs, SLURM and "
+      "TPU worker lists; explicit for other clusters (or JAX_COORDINATOR_ADDRESS, "
+      "JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+  group.add_argument("--multihost", action=argparse.BooleanOptionalAction, default=None,
+                     help="force (or, with --no-multihost, skip) jax.distributed.initialize()")
+  group.add_argument("--coordinator_address", help="host:port of process 0")
+  group.add_argument("--num_processes", type=int)
+  group.add_argument("--process_id", type=int)
+
+
+def initialize_from_flags(args, parser):
+  """`initialize_distributed` with the flags of `add_distributed_flags`; bad
+  ones end the program with status 2 and the reason."""
+  try:
+    initialize_distributed(args.multihost, coordinator_address=args.coordinator_address,
+                           num_processes=args.num_processes, process_id=args.process_id)
+  except ValueError as error:
+    parser.exit(2, f"error: {error}\n")
 
 
 def _resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:

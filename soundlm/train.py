@@ -35,16 +35,7 @@ def main(argv=None):
   gin_utils.add_flags(parser)
   parser.add_argument("--workdir", required=True,
                       help="checkpoints, metrics, config (a local path or gs:// URI)")
-  distributed = parser.add_argument_group(
-      "multi-host", "jax.distributed start-up: detected on Cloud TPU VMs, SLURM and "
-      "TPU worker lists; explicit for other clusters (or JAX_COORDINATOR_ADDRESS, "
-      "JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
-  distributed.add_argument("--multihost", action=argparse.BooleanOptionalAction,
-                           default=None, help="force (or, with --no-multihost, skip) "
-                           "jax.distributed.initialize()")
-  distributed.add_argument("--coordinator_address", help="host:port of process 0")
-  distributed.add_argument("--num_processes", type=int)
-  distributed.add_argument("--process_id", type=int)
+  partitioning.add_distributed_flags(parser)
   args = gin_utils.parse_args(parser, argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
@@ -52,12 +43,7 @@ def main(argv=None):
     gin_utils.parse_from_args(args)
   except (FileNotFoundError, ValueError) as error:
     parser.exit(2, f"error: {error}\n")
-  try:
-    partitioning.initialize_distributed(
-        args.multihost, coordinator_address=args.coordinator_address,
-        num_processes=args.num_processes, process_id=args.process_id)
-  except ValueError as error:
-    parser.exit(2, f"error: {error}\n")
+  partitioning.initialize_from_flags(args, parser)
   try:
     trainer = train(args.workdir)
   except trainer_lib.NonFiniteLossError as error:

@@ -133,7 +133,8 @@ def test_main_joins_jax_distributed_unless_the_host_share_is_given(data_dir, tmp
   from soundlm import partitioning
 
   calls = []
-  monkeypatch.setattr(partitioning, "initialize_distributed", lambda: calls.append(True))
+  monkeypatch.setattr(partitioning, "initialize_distributed",
+                      lambda *args, **kwargs: calls.append(True))
   # Shapes only: no shard is tokenized (--max_shards=0).
   codec = types.SimpleNamespace(num_levels=2, sample_rate=16000, frame_rate=50.0,
                                 codebook_size=16)

@@ -30,9 +30,9 @@ def run(items, out, generate=fake_generate, batch_size=2):
                         RATE, batch_size)
 
 
-def records(out):
-  with open(os.path.join(out, "manifest-00000.jsonl")) as f:
-    return [json.loads(line) for line in f]
+def records(out, name="manifest-00000.jsonl"):
+  with open(os.path.join(out, name)) as f:
+    return [json.loads(line) for line in f if line.endswith("\n")]
 
 
 HOSTILE = {
@@ -140,3 +140,24 @@ def test_prompts_are_cut_to_whole_buckets_so_few_programs_compile(tmp_path):
   by_id = {r["id"]: r for r in records(tmp_path)}
   assert by_id["b"]["prompt_seconds"] == 1.0 and by_id["c"]["prompt_seconds"] == 1.5
   assert "shorter than one prompt bucket" in by_id["d"]["error"]
+
+
+def test_a_restart_with_another_host_count_decodes_each_item_once(tmp_path):
+  items = [decode.Item(f"i{n}", None, 0.25, n) for n in range(6)]
+  out = str(tmp_path / "out")
+  run_host = lambda items, host, hosts: decode.run_job(  # noqa: E731
+      items, fake_generate, lambda p: None, out, RATE, 2, host, hosts)
+  assert run_host(items, 0, 2)["ok"] == 3  # i0, i2, i4
+  assert run_host(items[:4], 1, 2)["ok"] == 2  # i1, i3; then host 1 was lost
+  other = os.path.join(out, "manifest-00001.jsonl")
+  with open(other, "a") as f:
+    f.write('{"id": "i5", "sta')  # host 1 killed while recording i5
+  with open(other, "rb") as f:
+    before = f.read()
+  counts = run_host(items, 0, 1)  # restarted on one host
+  assert counts == {"items": 6, "skipped_done": 5, "ok": 1, "errors": 0}
+  ids = [r["id"] for name in ("manifest-00000.jsonl", "manifest-00001.jsonl")
+         for r in records(out, name)]
+  assert sorted(ids) == [f"i{n}" for n in range(6)]
+  with open(other, "rb") as f:
+    assert f.read() == before  # another host's manifest is only read

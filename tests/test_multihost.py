@@ -1,19 +1,15 @@
-"""Several JAX processes on this machine posing as the hosts of a pod.
+"""Multi-host training as several local processes (tests/multihost_harness.py).
 
-`launch_train` starts `python -m soundlm.train` once per process, joined by
-jax.distributed on a loopback coordinator with CPU (gloo) collectives, each
-process with two virtual CPU devices, on an fsdp x tensor mesh that spans the
-processes. The tests kill or signal these real processes and compare what
-the restarted runs write with one uninterrupted run, exactly.
+`launch_train` starts `python -m soundlm.train` once per process, on an
+fsdp x tensor mesh that spans the processes. The tests kill or signal these
+real processes and compare what the restarted runs write with one
+uninterrupted run, exactly.
 """
 import json
-import shutil
 import os
+import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -22,67 +18,33 @@ import pytest
 
 from soundlm import checkpoints
 from soundlm import trainer as trainer_lib
+from tests import multihost_harness as harness
+from tests.multihost_harness import wait_all
 
 pytestmark = pytest.mark.xdist_group("multihost")
 
 NUM_PROCESSES = 2
 NUM_STEPS = 16
-TIMEOUT_S = 240
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    return sock.getsockname()[1]
 
 
 def launch_train(workdir, num_processes: int = NUM_PROCESSES, num_steps: int = NUM_STEPS,
                  checkpoint_every: int = 4) -> list[subprocess.Popen]:
   """One `soundlm.train` process per host of a `num_processes`-host job."""
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-  address = f"127.0.0.1:{_free_port()}"
-  logs = os.path.join(workdir, "logs")
-  os.makedirs(logs, exist_ok=True)
-  processes = []
-  for index in range(num_processes):
-    command = [
-        sys.executable, "-m", "soundlm.train", "--gin_file=gin/runs/lm_tiny.gin",
-        "--gin_file=gin/partitioning/fsdp_tensor.gin", f"--workdir={workdir}",
-        f"--coordinator_address={address}", f"--num_processes={num_processes}",
-        f"--process_id={index}", f"--gin.Trainer.num_steps={num_steps}",
-        "--gin.Trainer.log_every=1", f"--gin.Trainer.checkpoint_every={checkpoint_every}",
-        "--gin.Trainer.eval_every=0", "--gin.Trainer.keep_checkpoints=100"]
-    log = open(os.path.join(logs, f"process{index}.{time.time_ns()}.log"), "w")
-    processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT))
-    log.close()
-  return processes
-
-
-def wait_all(processes) -> list[int]:
-  deadline = time.time() + TIMEOUT_S
-  try:
-    return [p.wait(timeout=max(deadline - time.time(), 1)) for p in processes]
-  finally:
-    for p in processes:
-      if p.poll() is None:
-        p.kill()
+  return harness.launch("soundlm.train", [
+      "--gin_file=gin/runs/lm_tiny.gin", "--gin_file=gin/partitioning/fsdp_tensor.gin",
+      f"--workdir={workdir}", f"--gin.Trainer.num_steps={num_steps}",
+      "--gin.Trainer.log_every=1", f"--gin.Trainer.checkpoint_every={checkpoint_every}",
+      "--gin.Trainer.eval_every=0", "--gin.Trainer.keep_checkpoints=100"],
+      os.path.join(workdir, "logs"), num_processes)
 
 
 def wait_for_checkpoint(workdir, processes, min_step: int = 4) -> int:
   """The newest completed checkpoint once one of `min_step` or later exists,
   while every process still runs."""
-  deadline = time.time() + TIMEOUT_S
-  while time.time() < deadline:
+  def newest():
     steps = checkpoints.checkpoint_steps(os.path.join(workdir, "checkpoints"))
-    if steps and steps[-1] >= min_step:
-      return steps[-1]
-    assert all(p.poll() is None for p in processes), "a process ended before a checkpoint"
-    time.sleep(0.05)
-  raise TimeoutError(f"no checkpoint in {workdir} after {TIMEOUT_S}s")
+    return steps[-1] if steps and steps[-1] >= min_step else None
+  return harness.wait_until(newest, processes, "a checkpoint")
 
 
 def losses(workdir) -> dict[int, float]:
@@ -111,8 +73,7 @@ def data_positions(workdir, step):
 
 
 def logs_of(workdir) -> str:
-  folder = os.path.join(workdir, "logs")
-  return "\n".join(open(os.path.join(folder, name)).read() for name in sorted(os.listdir(folder)))
+  return harness.logs_of(os.path.join(workdir, "logs"))
 
 
 def assert_same_run(workdir, reference):

@@ -13,9 +13,10 @@ padding stays short. A shard is written to a temporary name and renamed when
 complete, then its summary (`<shard>.json`) is written the same way; a
 restarted job skips shards whose summary exists, so an interrupted job ends
 with exactly the shards of an uninterrupted one. When every shard is done the
-manifest is (re)written. Clips that cannot be tokenized (empty, shorter than
-one semantic frame, non-finite) raise, or with `--on_error=skip` are left out
-and listed in the shard summary and the manifest.
+manifest is (re)written (in a jax.distributed job every host waits for the
+others, then all write the same manifest). Clips that cannot be tokenized
+(empty, shorter than one semantic frame, non-finite) raise, or with
+`--on_error=skip` are left out and listed in the shard summary and the manifest.
 """
 import argparse
 import dataclasses
@@ -26,6 +27,7 @@ import time
 import jax
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from soundlm import partitioning
 from soundlm.codec.api import Codec
@@ -175,7 +177,10 @@ def run(builder, out_dir: str, codec, semantic, config: JobConfig = JobConfig())
     _tokenize_shard(builder, out_dir, k, count, tokenizer, source_rate, config, progress,
                     len(mine) - len(todo) + n + 1)
   progress.close()
-  return shards.finalize(out_dir, config.split, count, spec, builder.info.full_name)
+  if config.host_index is None and hosts > 1:
+    # One jax.distributed job: every host reports the finished manifest.
+    multihost_utils.sync_global_devices(f"tokenize {out_dir} {config.split}")
+  return shards.finalize(out_dir, config.split, count, spec, builder.info.full_name, host)
 
 
 def _tokenize_shard(builder, out_dir, k, count, tokenizer, source_rate, config, progress, done):
@@ -233,16 +238,16 @@ def load_models(codec: str, semantic: str):
   return codec_model, SemanticTokenizer.load(model_dir, kmeans, mesh=mesh)
 
 
-def start_hosts(config: JobConfig):
-  """Joins a multi-host JAX launch (`partitioning.initialize_distributed`, as
-  training does), unless --host_index and --num_hosts name this process's share:
-  then hosts run as independent single processes."""
+def start_hosts(config: JobConfig, args, parser):
+  """Joins a multi-host JAX launch (the multi-host flags, as training does),
+  unless --host_index and --num_hosts name this process's share: then hosts
+  run as independent single processes."""
   explicit = (config.host_index is not None, config.num_hosts is not None)
   if any(explicit) and not all(explicit):
     raise ValueError("host_index and num_hosts: give both (independent processes) or "
                      "neither (from jax.distributed)")
   if not any(explicit):
-    partitioning.initialize_distributed()
+    partitioning.initialize_from_flags(args, parser)
 
 
 def main(argv=None):
@@ -257,6 +262,7 @@ def main(argv=None):
                  help="codec training work dir, or a size name (random weights)")
   p.add_argument("--semantic", required=True,
                  help="WORKDIR,KMEANS or hf:DIR,KMEANS, or a size name (random weights)")
+  partitioning.add_distributed_flags(p)
   for field in dataclasses.fields(JobConfig):
     if field.name == "progress":
       p.add_argument("--no_progress", action="store_true")
@@ -265,10 +271,11 @@ def main(argv=None):
     else:
       kind = {str: str, float: float}.get(field.type, int)
       p.add_argument(f"--{field.name}", type=kind, default=field.default)
-  args = vars(p.parse_args(argv))
+  namespace = p.parse_args(argv)
+  args = vars(namespace)
   config = JobConfig(**{f.name: args[f.name] for f in dataclasses.fields(JobConfig)
                         if f.name != "progress"}, progress=not args["no_progress"])
-  start_hosts(config)
+  start_hosts(config, namespace, p)
   # A folder: source reads its files with the job's error, resample and downmix settings.
   builder = sources.audio_builder(args["source"], args["data_dir"],
                                   sample_rate=args["folder_sample_rate"],

@@ -71,12 +71,13 @@ def parse_fn():
   return parse
 
 
-def write_atomic(path: str, data: bytes | str):
-  """Writes to `path.tmp` then renames, so a reader never sees half a file."""
+def write_atomic(path: str, data: bytes | str, tmp_suffix: str = ".tmp"):
+  """Writes to `path + tmp_suffix` then renames, so a reader never sees half a
+  file; writers that may race on one path each take their own suffix."""
   gfile = tf_env.tf().io.gfile
-  with gfile.GFile(path + ".tmp", "wb") as f:
+  with gfile.GFile(path + tmp_suffix, "wb") as f:
     f.write(data.encode() if isinstance(data, str) else data)
-  gfile.rename(path + ".tmp", path, overwrite=True)
+  gfile.rename(path + tmp_suffix, path, overwrite=True)
 
 
 def write_records_atomic(path: str, records):
@@ -134,10 +135,13 @@ def write_shard(directory: str, split: str, index: int, count: int, examples: li
                json.dumps(summary, indent=1, sort_keys=True))
 
 
-def finalize(directory: str, split: str, count: int, spec: TokenSpace, source: str) -> dict:
+def finalize(directory: str, split: str, count: int, spec: TokenSpace, source: str,
+             host: int = 0) -> dict:
   """Writes the manifest once every shard of `split` has its summary.
 
-  Returns the manifest (with complete=True), or the count of finished shards."""
+  Several hosts may finish at once and all write the same manifest, each
+  through its own temporary file (`host`). Returns the manifest (with
+  complete=True), or the count of finished shards."""
   gfile = tf_env.tf().io.gfile
   paths = [summary_path(directory, split, k, count) for k in range(count)]
   done = [gfile.exists(p) for p in paths]
@@ -156,7 +160,7 @@ def finalize(directory: str, split: str, count: int, spec: TokenSpace, source: s
       "seconds": round(sum(s["seconds"] for s in summaries), 3),
       "skipped": [x for s in summaries for x in s["skipped"]],
       "shards": [{k: s[k] for k in ("file", "num_examples", "seconds")} for s in summaries]}
-  write_atomic(path, json.dumps(manifest, indent=1, sort_keys=True))
+  write_atomic(path, json.dumps(manifest, indent=1, sort_keys=True), f".{host}.tmp")
   return dict(manifest, complete=True)
 
 
