@@ -91,3 +91,17 @@ def test_prompt_boundary_stays_inside_real_frames():
   m = masking.sample_training_mask(jax.random.key(1), 1000, 64, 3, lengths)
   assert (m.prompt_len < np.maximum(lengths, 1)).all()
   assert set(np.asarray(m.prompt_len[2::4])) == set(range(7))
+
+
+def test_unprompted_examples_start_masking_at_the_first_frame():
+  key = jax.random.key(2)
+  paper = masking.sample_training_mask(key, 2000, 32, 3)
+  half = masking.sample_training_mask(key, 2000, 32, 3, unprompted_rate=0.5)
+  unprompted = np.asarray(half.prompt_len != paper.prompt_len)
+  assert 0.45 < (np.asarray(half.prompt_len) == 0).mean() < 0.55
+  # The other draws are the paper's: only the boundary of some examples moves.
+  assert (np.asarray(half.prompt_len)[unprompted] == 0).all()
+  np.testing.assert_array_equal(half.level, paper.level)
+  np.testing.assert_array_equal(half.ratio, paper.ratio)
+  with pytest.raises(ValueError, match="unprompted_rate"):
+    masking.sample_training_mask(key, 4, 32, 3, unprompted_rate=1.5)

@@ -5,6 +5,15 @@ level q > 0 is a fixed function of level q - 1 at the same frame; each token
 is replaced by a uniformly random code with probability `noise`. A model that
 learns the process predicts level q from the coarser levels (or level 0 from
 the semantic tokens) with accuracy near 1 - noise * (1 - 1/K).
+
+With `num_voices` V > 1 every sequence also draws a voice v, which the
+semantic tokens do not carry (as a speaker's voice is in the acoustic tokens
+only): level 0 is then v * K/V + (voice v's own function of the semantic
+token), so the semantic tokens alone leave each frame V-way ambiguous while
+any known frame of level 0 tells the voice of all the others. Decoding the
+level in one or two parallel passes draws the voice frame by frame; MaskGIT's
+iterations, which condition later frames on those committed earlier, keep
+one voice per sequence (`voice_agreement` measures it).
 """
 import gin
 import numpy as np
@@ -23,12 +32,16 @@ class KnownProcessCodes(SeededIterator):
 
   def __init__(self, batch_size: int = 16, num_frames: int = 32, num_levels: int = 4,
                codebook_size: int = 16, semantic_vocab: int = 16, noise: float = 0.1,
-               frames_per_semantic_token: int = 2, process_seed: int = 0, seed: int = 0):
+               frames_per_semantic_token: int = 2, num_voices: int = 1, process_seed: int = 0,
+               seed: int = 0):
     if num_frames % frames_per_semantic_token:
       raise ValueError(f"num_frames = {num_frames} must be a multiple of "
                        f"frames_per_semantic_token = {frames_per_semantic_token}")
     if not 0.0 <= noise <= 1.0:
       raise ValueError(f"noise must be in [0, 1], got {noise}")
+    if num_voices < 1 or codebook_size % num_voices:
+      raise ValueError(f"num_voices must be >= 1 and divide codebook_size = {codebook_size}, "
+                       f"got {num_voices}")
     super().__init__(batch_size, seed)
     self.num_frames, self.num_levels = num_frames, num_levels
     self.codebook_size, self.semantic_vocab = codebook_size, semantic_vocab
@@ -36,6 +49,9 @@ class KnownProcessCodes(SeededIterator):
     tables = np.random.default_rng(process_seed)
     self.semantic_to_code = tables.integers(0, codebook_size, semantic_vocab)
     self.level_maps = tables.integers(0, codebook_size, (num_levels, codebook_size))
+    self.num_voices, self.codes_per_voice = num_voices, codebook_size // num_voices
+    if num_voices > 1:
+      self.voice_maps = tables.integers(0, self.codes_per_voice, (num_voices, semantic_vocab))
 
   def _noisy(self, rng, codes):
     replace = rng.random(codes.shape) < self.noise
@@ -44,8 +60,12 @@ class KnownProcessCodes(SeededIterator):
   def make_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     semantic = rng.integers(0, self.semantic_vocab,
                             (self.local_batch_size, self.num_frames // self.frames_per_token))
-    level = self._noisy(rng, self.semantic_to_code[
-        np.repeat(semantic, self.frames_per_token, axis=1)])
+    if self.num_voices > 1:
+      voices = rng.integers(0, self.num_voices, (self.local_batch_size, 1))
+      frames = np.repeat(semantic, self.frames_per_token, axis=1)
+      level = self._noisy(rng, voices * self.codes_per_voice + self.voice_maps[voices, frames])
+    else:
+      level = self._noisy(rng, self.expected_codes(semantic, None, 0))
     levels = [level]
     for q in range(1, self.num_levels):
       level = self._noisy(rng, self.level_maps[q][level])
@@ -54,7 +74,15 @@ class KnownProcessCodes(SeededIterator):
             "codes": np.stack(levels, axis=-1).astype(np.int32)}
 
   def expected_codes(self, semantic: np.ndarray, coarser: np.ndarray, level: int):
-    """The noise-free code of `level` given semantic tokens or the level above."""
+    """The noise-free code of `level` given semantic tokens (without voices)
+    or the level above."""
     if level == 0:
       return self.semantic_to_code[np.repeat(semantic, self.frames_per_token, axis=1)]
     return self.level_maps[level][coarser]
+
+  def voice_agreement(self, level0: np.ndarray) -> np.ndarray:
+    """float [B]: the fraction of each sequence's level-0 frames in the
+    sequence's most common voice (1 when the whole level keeps one voice)."""
+    voices = np.asarray(level0) // self.codes_per_voice
+    counts = np.stack([np.bincount(row, minlength=self.num_voices) for row in voices])
+    return counts.max(axis=1) / voices.shape[1]

@@ -31,14 +31,19 @@ class SoundStormTask:
   Batches hold 'semantic' int32 [B, T/r] and 'codes' int32 [B, T, Q] (ids in
   [0, K); the model reserves id K for the mask token), and optionally
   'padding_mask' bool [B, T] (True on real frames), as made by the data
-  pipeline's SoundStorm feature converter.
+  pipeline's SoundStorm feature converter. `unprompted_rate`: the fraction of
+  examples trained without a prompt (0 in the paper; see `masking`).
   """
 
   def __init__(self, config: SoundStormConfig = gin.REQUIRED,
-               optimizer: optax.GradientTransformation | None = None):
+               optimizer: optax.GradientTransformation | None = None,
+               unprompted_rate: float = 0.0):
+    if not 0.0 <= unprompted_rate <= 1.0:
+      raise ValueError(f"unprompted_rate must be in [0, 1], got {unprompted_rate}")
     self.model_config = config  # what soundlm.train records in model.json
     self.model = SoundStormModel(config)
     self.optimizer = optimizer if optimizer is not None else trainer.make_optimizer()
+    self.unprompted_rate = unprompted_rate
 
   def check_batch(self, batch):
     """Refuses host batches with codes or semantic ids outside the model's
@@ -65,7 +70,8 @@ class SoundStormTask:
     if padding_mask is not None:
       padding_mask = padding_mask.astype(bool)
       lengths = padding_mask.sum(axis=1)
-    mask = sample_training_mask(mask_rng, batch_size, num_frames, num_levels, lengths)
+    mask = sample_training_mask(mask_rng, batch_size, num_frames, num_levels, lengths,
+                                self.unprompted_rate)
     inputs = jnp.where(mask.input_mask, self.model.mask_id, codes)
     logits = self.model.apply(
         {"params": variables["params"]["model"]}, batch["semantic"], inputs,
