@@ -26,7 +26,7 @@ from soundlm import rng as rng_lib
 from soundlm.audiolm.api import AudioLM
 from soundlm.audiolm.decoding import SamplingConfig
 from soundlm.codec.api import Codec
-from soundlm.io.audio import read_audio, write_wav
+from soundlm.io.audio import read_audio, resample, write_wav
 from soundlm.io.token_space import TokenSpace
 from soundlm.semantic.api import SemanticTokenizer
 from soundlm.soundstorm.api import SoundStorm
@@ -37,9 +37,6 @@ ACOUSTIC_GENERATORS = ("soundstorm", "audiolm")
 def _check_compatible(codec: Codec, tokenizer: SemanticTokenizer, audiolm: AudioLM,
                       soundstorm: SoundStorm | None):
   """Refuses models trained for another token space than the tokenizers give."""
-  if codec.sample_rate != tokenizer.sample_rate:
-    raise ValueError(f"the codec runs at {codec.sample_rate} Hz but the semantic tokenizer "
-                     f"at {tokenizer.sample_rate} Hz; use models of one sample rate")
   space = TokenSpace.of(codec, tokenizer)
   where = "the codec and semantic tokenizer"
   for stage, (decoder, _) in audiolm.stages.items():
@@ -199,7 +196,9 @@ class Pipeline:
       raise ValueError(f"the prompt ({prompts.shape[1] / self.sample_rate:.2f} s) is not "
                        f"shorter than the requested output ({duration} s)")
     used = prompts[:, :num_prompt * self.samples_per_semantic]
-    semantic = np.asarray(self.tokenizer.tokenize(used))
+    # The semantic tokenizer hears the prompt at its own rate (16 kHz beside a 24 kHz EnCodec).
+    semantic = np.asarray(self.tokenizer.tokenize(
+        resample(used, self.sample_rate, self.tokenizer.sample_rate)))
     codes = np.asarray(self.codec.encode(used))
     return semantic, codes, used
 
@@ -221,12 +220,14 @@ def load_pipeline(codec_workdir: str = gin.REQUIRED, w2v_bert_workdir: str = gin
                   soundstorm_workdir: str | None = None, mesh: Mesh | None = None,
                   rules=None, **kwargs) -> Pipeline:
   """The pipeline from training work dirs (each holds model.json + checkpoints).
+  `codec_workdir` may also be a Hugging Face EnCodec folder, 'hf:DIR,KBPS'
+  (the levels the acoustic models were trained on, e.g. 6.0 for 8 levels).
 
   With a mesh, AudioLM and SoundStorm parameters are laid out by `rules`
   (default: the gin-configured `logical_axis_rules`), the codec and the
   tokenizer are replicated, and every batch is split over the data axes.
   """
-  codec = Codec.load(codec_workdir, mesh=mesh)
+  codec = Codec.from_spec(codec_workdir, mesh=mesh)
   tokenizer = SemanticTokenizer.load(w2v_bert_workdir, kmeans_path, mesh=mesh)
   audiolm = AudioLM.load({"semantic": semantic_workdir, "coarse": coarse_workdir,
                           "fine": fine_workdir}, mesh=mesh, rules=rules)

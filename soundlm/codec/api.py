@@ -20,6 +20,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from soundlm import models
 from soundlm import partitioning
@@ -81,6 +82,23 @@ class Codec:
     config, variables = hf_encodec.load_hf_encodec(path, num_levels=num_levels,
                                                    bandwidth=bandwidth)
     return cls(EncodecModel(config), variables, partitioning.Partitioner.of(mesh, _REPLICATED))
+
+  @classmethod
+  def from_spec(cls, spec: str, *, mesh=None) -> "Codec":
+    """The codec a command line or gin file names: 'hf:DIR' (a Hugging Face
+    EnCodec folder, every level) or 'hf:DIR,KBPS' (the levels of that
+    bandwidth), a codec training work dir, or a size name (random weights)."""
+    if spec.startswith("hf:"):
+      folder, _, bandwidth = spec[3:].partition(",")
+      try:
+        kbps = float(bandwidth) if bandwidth else None
+      except ValueError as error:
+        raise ValueError(f"codec {spec!r}: {bandwidth!r} is not a bandwidth in kbps "
+                         "(expected hf:DIR or hf:DIR,KBPS, e.g. hf:encodec_24khz,6.0)") from error
+      return cls.from_hf(folder, bandwidth=kbps, mesh=mesh)
+    if epath.Path(spec).is_dir():
+      return cls.load(spec, mesh=mesh)
+    return cls.random(spec, mesh=mesh)
 
   # --- description ----------------------------------------------------------
 

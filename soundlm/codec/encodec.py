@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from soundlm.codec.model import CodecModule
 from soundlm.layers.conv import CausalConv1D, CausalConvTranspose1D
 from soundlm.layers.rvq import ResidualVectorQuantizer
 
@@ -208,36 +209,12 @@ class Decoder(nn.Module):
         nn.elu(x), stream=stream)
 
 
-class EncodecModel(nn.Module):
+class EncodecModel(CodecModule, nn.Module):
   """Waveform [B, N] <-> codes [B, N / hop_length, Q]; N a whole number of frames.
 
   The interface of `soundlm.codec.model.SoundStream` (inference only), so that
   `soundlm.codec.api.Codec` runs either."""
   config: EncodecConfig = EncodecConfig()
-
-  @property
-  def sample_rate(self) -> int:
-    return self.config.sample_rate
-
-  @property
-  def num_levels(self) -> int:
-    return self.config.num_levels
-
-  @property
-  def codebook_size(self) -> int:
-    return self.config.codebook_size
-
-  @property
-  def hop_length(self) -> int:
-    return self.config.hop_length
-
-  @property
-  def frame_rate(self) -> float:
-    return self.config.frame_rate
-
-  @property
-  def stream_warmup_frames(self) -> int:
-    return self.config.stream_warmup_frames
 
   def setup(self):
     c = self.config

@@ -138,10 +138,15 @@ class SoundStreamConfig:
   def frame_rate(self) -> float:
     return self.sample_rate / self.hop_length
 
+  @property
+  def stream_warmup_frames(self) -> int:
+    """Frames a stream's first chunk needs: any (zero padding)."""
+    return 1
 
-class SoundStream(nn.Module):
-  """Waveform [B, N] <-> codes [B, N / hop_length, Q]; N a whole number of frames."""
-  config: SoundStreamConfig = SoundStreamConfig()
+
+class CodecModule:
+  """What `soundlm.codec.api.Codec` reads of a codec module (SoundStream,
+  EnCodec), all from the module's `config`."""
 
   @property
   def sample_rate(self) -> int:
@@ -165,8 +170,12 @@ class SoundStream(nn.Module):
 
   @property
   def stream_warmup_frames(self) -> int:
-    """Frames a stream's first chunk needs: any (zero padding)."""
-    return 1
+    return self.config.stream_warmup_frames
+
+
+class SoundStream(CodecModule, nn.Module):
+  """Waveform [B, N] <-> codes [B, N / hop_length, Q]; N a whole number of frames."""
+  config: SoundStreamConfig = SoundStreamConfig()
 
   def setup(self):
     c = self.config

@@ -205,14 +205,16 @@ def audiolm_task(stage: str = gin.REQUIRED, tokens=gin.REQUIRED, layout=None,
 @gin.configurable(module="soundlm.data")
 def soundstorm_task(tokens=gin.REQUIRED, num_levels: int = 12, codebook_size: int = 1024,
                     semantic_vocab: int = 1024, crop_seconds: float = 30.0,
-                    rates=None) -> TaskSpec:
+                    rates=None, frames_per_semantic: int | None = None) -> TaskSpec:
   """SoundStorm windows: {'semantic': [S], 'codes': [r * S, num_levels], 'padding_mask': [r * S]}
-  with S = crop_seconds * semantic frame rate."""
+  with S = crop_seconds * semantic frame rate. `frames_per_semantic` (the
+  model's frames_per_semantic_token), when given, must be the shards' ratio r."""
   corpora = _token_corpora(tokens)
   specs = {c: shards.spec_of(shards.read_manifest(d)) for c, d in corpora.items()}
   for corpus, spec in specs.items():
     spec.check_compatible(num_levels=num_levels, codebook_size=codebook_size,
-                          semantic_vocab=semantic_vocab, where=f"token shards {corpora[corpus]}")
+                          semantic_vocab=semantic_vocab, frames_per_semantic=frames_per_semantic,
+                          where=f"token shards {corpora[corpus]}")
   rates_seen = {(s.semantic_frame_rate, s.frames_per_semantic) for s in specs.values()}
   if len(rates_seen) != 1:
     raise ValueError(f"tokens: the corpora have different frame rates {sorted(rates_seen)}")

@@ -57,6 +57,8 @@ class TokenSpace:
                         ("semantic_frame_rate", semantic_frame_rate),
                         ("frames_per_semantic", frames_per_semantic)):
       if value is not None and value != getattr(self, name):
-        problems.append(f"{name}={value} but {where} have {getattr(self, name)}")
+        problems.append(f"{name}={value} but {where} have {getattr(self, name)}" + (
+            f" ({self.codec_frame_rate:g} Hz codec frames per {self.semantic_frame_rate:g} Hz "
+            "semantic token)" if name == "frames_per_semantic" else ""))
     if problems:
       raise ValueError(f"{where} do not match {model}: " + "; ".join(problems))
