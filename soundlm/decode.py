@@ -14,6 +14,8 @@ every finished item gets `<id>.wav` plus a line in `manifest-<host>.jsonl`
 (with the prompt seconds used). Restarting skips items already in any host's
 manifest, so each is written exactly once, also when the restart has another
 host count. A bad item is recorded with its error and the rest go on.
+The manifest, the prompts and the output dir may be gs:// URIs, so every
+host of a pod reads and writes the same bucket.
 """
 import argparse
 import dataclasses
@@ -27,9 +29,10 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
+from etils import epath
 
 from soundlm.generate import ACOUSTIC_GENERATORS
-from soundlm.io.audio import write_wav
+from soundlm.io.audio import is_uri, write_wav
 
 ALLOWED_KEYS = {"id", "prompt", "duration", "seed", "options"}
 MAX_SEED = 2**31 - 1
@@ -120,10 +123,10 @@ def parse_item(record, default_id: str) -> Item:
 def parse_manifest(path: str) -> list[Item | BadItem]:
   """Every line of the manifest, valid or not (bad lines become BadItems that
   carry the item's id when it has a valid one)."""
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"--manifest {path!r} does not exist")
   items, seen = [], set()
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -146,8 +149,7 @@ def parse_manifest(path: str) -> list[Item | BadItem]:
 
 def _read_records(path: str) -> tuple[list[dict], list[bytes], bytes]:
   """(records, complete lines, torn last line) of an output manifest."""
-  with open(path, "rb") as f:
-    lines = f.read().split(b"\n")
+  lines = epath.Path(path).read_bytes().split(b"\n")
   complete, torn = lines[:-1], lines[-1]
   records = []
   for number, line in enumerate(complete, 1):
@@ -167,34 +169,51 @@ class OutputManifest:
   so a restart with another host count decodes nothing twice. A kill can tear
   the last line: this host's is dropped (and the item decoded again), another
   host's is ignored; any other unreadable line is an error that names it.
+
+  In an object store (a gs:// output dir) there is no append: every record
+  rewrites this host's manifest object whole, so it is never torn.
   """
 
   def __init__(self, output_dir: str, host: int):
-    self.path = os.path.join(output_dir, f"manifest-{host:05d}.jsonl")
+    self.path = epath.Path(output_dir) / f"manifest-{host:05d}.jsonl"
+    self.in_store = is_uri(output_dir)
     self.done: set[str] = set()
-    for name in sorted(os.listdir(output_dir)):
-      other = os.path.join(output_dir, name)
-      if MANIFEST_NAME.fullmatch(name) and other != self.path:
+    self.content = b""  # what this host's manifest holds, kept to rewrite it in a store
+    root = epath.Path(output_dir)  # in a store, a prefix with no objects does not exist
+    for other in sorted(root.iterdir()) if root.exists() else ():
+      if MANIFEST_NAME.fullmatch(other.name) and other.name != self.path.name:
         self.done |= {r["id"] for r in _read_records(other)[0]}
-    if not os.path.exists(self.path):
+    if not self.path.exists():
       return
     records, complete, torn = _read_records(self.path)
+    self.content = b"".join(line + b"\n" for line in complete)
     if torn.strip():
       logging.warning("%s: dropping a torn last line (%d bytes) left by an interrupted "
                       "write; its item is decoded again", self.path, len(torn))
-      keep = b"".join(line + b"\n" for line in complete)
-      with open(self.path + ".tmp", "wb") as f:
-        f.write(keep)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(self.path + ".tmp", self.path)
+      self._write_whole()
     self.done |= {r["id"] for r in records}
 
-  def append(self, record: dict):
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+  def _write_whole(self):
+    if self.in_store:
+      self.path.write_bytes(self.content)
+      return
+    tmp = f"{self.path}.tmp"
+    with open(tmp, "wb") as f:
+      f.write(self.content)
       f.flush()
       os.fsync(f.fileno())
+    os.replace(tmp, self.path)
+
+  def append(self, record: dict):
+    line = (json.dumps(record) + "\n").encode()
+    self.content += line
+    if self.in_store:
+      self._write_whole()
+    else:
+      with open(self.path, "ab") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
     self.done.add(record["id"])
 
 
@@ -214,7 +233,7 @@ def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
   so a manifest of many prompt lengths compiles a few programs; 0 uses each
   prompt whole.
   """
-  os.makedirs(output_dir, exist_ok=True)
+  epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
   manifest = OutputManifest(output_dir, host)
   mine = [it for i, it in enumerate(items) if i % num_hosts == host]
   todo = [it for it in mine if it.id not in manifest.done]
@@ -257,7 +276,7 @@ def run_job(items: Sequence[Item | BadItem], generate_batch: GenerateBatch,
           fail(item.id, f"{type(error).__name__}: {error}")
         continue
       for (item, prompt), wav in zip(chunk, np.asarray(audio)):
-        path = os.path.join(output_dir, f"{item.id}.wav")
+        path = str(epath.Path(output_dir) / f"{item.id}.wav")
         write_wav(path, wav, sample_rate)
         used = None if prompt is None else prompt.shape[-1] / sample_rate
         manifest.append({"id": item.id, "status": "ok", "audio": path,

@@ -12,13 +12,13 @@ stages run over the mesh they were given.
 import argparse
 import logging
 import math
-import os
 import sys
 from typing import Sequence
 
 import gin
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh
 
 
@@ -84,8 +84,9 @@ class Pipeline:
   # --- inputs --------------------------------------------------------------
 
   def load_prompt(self, path: str) -> np.ndarray:
-    """Mono float32 samples of an audio file at the codec's sample rate."""
-    if not os.path.isfile(path):
+    """Mono float32 samples of an audio file (a local path or a gs:// URI) at
+    the codec's sample rate."""
+    if not epath.Path(path).is_file():
       raise FileNotFoundError(f"prompt file {path!r} does not exist")
     wav, _ = read_audio(path, self.sample_rate)
     return wav

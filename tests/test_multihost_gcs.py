@@ -93,3 +93,35 @@ def test_kmeans_file_round_trips_through_the_bucket(gcs):
   assert (loaded.layer, loaded.model, loaded.path) == (2, {"size": "tiny"}, f"{gcs}/kmeans.npz")
   with pytest.raises(FileNotFoundError, match="k-means file gs://soundlm-test/none.npz"):
     KMeans.load(f"{gcs}/none.npz")
+
+
+def test_decode_job_reads_and_writes_the_bucket_and_resumes(gcs):
+  import numpy as np
+
+  from soundlm import decode
+  from soundlm.io.audio import read_audio, write_wav
+
+  rate = 8000
+  write_wav(f"{gcs}/prompts/a.wav", np.full(rate, 0.25, np.float32), rate)
+  epath.Path(f"{gcs}/items.jsonl").write_text("".join(
+      json.dumps({"id": i, "prompt": f"{gcs}/prompts/a.wav", "duration": 1.0, "seed": 0}) + "\n"
+      for i in ("x", "y", "z")))
+  items = decode.parse_manifest(f"{gcs}/items.jsonl")
+  calls = []
+
+  def generate(batch, prompts):
+    calls.extend(item.id for item in batch)
+    return np.stack(prompts)
+
+  def run(items):
+    return decode.run_job(items, generate, lambda p: read_audio(p, rate)[0],
+                          f"{gcs}/out", rate, batch_size=2)
+
+  assert run(items[:2])["ok"] == 2
+  assert run(items) == {"items": 3, "skipped_done": 2, "ok": 1, "errors": 0}
+  assert calls == ["x", "y", "z", "z"]  # the last batch is padded with its last item
+  records = [json.loads(line) for line in
+             epath.Path(f"{gcs}/out/manifest-00000.jsonl").read_text().splitlines()]
+  assert [r["id"] for r in records] == ["x", "y", "z"]
+  assert records[2]["audio"] == f"{gcs}/out/z.wav"
+  np.testing.assert_allclose(read_audio(f"{gcs}/out/z.wav", rate)[0], 0.25, atol=1e-4)

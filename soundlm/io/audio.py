@@ -2,14 +2,18 @@
 writing waveforms as 16-bit WAV files.
 
 Numpy/soundfile only (no TensorFlow), so the corpus loader, the generation
-jobs and the tests of other areas can read and write audio anywhere.
+jobs and the tests of other areas can read and write audio anywhere; paths
+may be URIs such as gs://bucket/clip.wav (read and written through
+etils.epath, a whole object at a time).
 Resampling and down-mixing happen only when the caller asks for them;
 otherwise a mismatch is an error."""
+import io
 import math
 import os
 import re
 
 import numpy as np
+from etils import epath
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -21,6 +25,11 @@ class AudioFileError(ValueError):
     super().__init__(f"{os.fspath(path)}: {problem}")
     self.path = os.fspath(path)
     self.problem = problem
+
+
+def is_uri(path) -> bool:
+  """Whether `path` names an object in a store (gs://, s3://, ...), not a local file."""
+  return "://" in os.fspath(path)
 
 
 def resample(wav: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
@@ -44,8 +53,13 @@ def read_audio(path, sample_rate: int | None = None, *, allow_resample: bool = F
   """
   import soundfile as sf
 
+  data = epath.Path(path).read_bytes() if is_uri(path) else None
+
+  def source():
+    return os.fspath(path) if data is None else io.BytesIO(data)
+
   try:
-    info = sf.info(os.fspath(path))
+    info = sf.info(source())
   except Exception as e:  # libsndfile raises several types for bad files
     raise AudioFileError(path, f"unreadable audio file ({type(e).__name__}: {e})") from e
   declared = re.search(r"^data : (\d+) \(should be (\d+)\)", info.extra_info, re.MULTILINE)
@@ -53,7 +67,7 @@ def read_audio(path, sample_rate: int | None = None, *, allow_resample: bool = F
     raise AudioFileError(path, f"truncated audio file: header declares {declared[1]} bytes "
                                f"of audio data, the file holds {declared[2]}")
   try:
-    wav, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    wav, rate = sf.read(source(), dtype="float32", always_2d=True)
   except Exception as e:
     raise AudioFileError(path, f"corrupt or truncated audio data ({type(e).__name__}: {e})"
                          ) from e
@@ -98,6 +112,12 @@ def write_wav(path, wav: np.ndarray, sample_rate: int):
   import soundfile as sf
 
   path = os.fspath(path)
+  if is_uri(path):  # an object store writes a whole object or none
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(wav, np.float32), sample_rate, subtype="PCM_16",
+             format="WAV")
+    epath.Path(path).write_bytes(buffer.getvalue())
+    return
   tmp = path + ".tmp.wav"
   sf.write(tmp, np.asarray(wav, np.float32), sample_rate, subtype="PCM_16")
   os.replace(tmp, path)
