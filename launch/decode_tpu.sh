@@ -9,11 +9,9 @@
 #   bash launch/decode_tpu.sh --tpu=NAME --zone=ZONE [--project=P] \
 #     [--accelerator_type=v4-32] [--dry_run] -- \
 #     --gin_file=gin/generate/quickstart.gin --manifest=items.jsonl \
-#     --output_dir=/mnt/disk/decoded --batch_size=16
+#     --output_dir=gs://BUCKET/decoded --batch_size=16
 #   bash launch/decode_tpu.sh --tpu=NAME --zone=ZONE --logs   (or --stop)
-# Model work dirs may be gs:// URIs; the manifest, prompts and the output
-# folder are read and written with local file calls, so they must be on a disk
-# every worker reaches (copied there, or a mounted shared disk). Other options:
-# launch/tpu_pod.sh --help.
+# Model work dirs, the manifest, prompts and the output folder may be gs://
+# URIs, which every worker reaches. Other options: launch/tpu_pod.sh --help.
 set -euo pipefail
 exec bash "$(dirname "${BASH_SOURCE[0]}")/tpu_pod.sh" --module=soundlm.decode "$@"
