@@ -109,3 +109,35 @@ def test_work_dir_without_its_model_files_says_so(fitted, tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     SemanticTokenizer.load(tmp_path / "missing", fitted)
   assert not os.path.exists(tmp_path / "k.npz")
+
+
+class _Frames:
+  """Stand-in embedder: one row per 320 samples, the row's index in the stream."""
+
+  class config:
+    width = 1
+
+  def __init__(self):
+    self.count = 0
+
+  def embed(self, batch):
+    rows = batch.shape[0] * (batch.shape[1] // 320)
+    out = np.arange(self.count, self.count + rows, dtype=np.float32).reshape(batch.shape[0], -1, 1)
+    self.count += rows
+    return out
+
+
+def test_max_rows_keeps_a_uniform_sample_of_the_stream():
+  from soundlm.semantic.fit_kmeans import collect_embeddings
+  clips = (np.zeros(16000 * 3 + 100, np.float32) for _ in range(20))  # streamed once
+  rows, unused = collect_embeddings(_Frames(), clips, window_seconds=1.0, batch_size=4,
+                                    max_rows=300)
+  assert rows.shape == (300, 1) and unused == pytest.approx(20 * 100 / 16000)
+  assert len(np.unique(rows)) == 300  # no row twice
+  # 20 clips x 3 windows x 50 rows: every part of the stream is represented.
+  counts = np.histogram(rows, bins=6, range=(0, 3000))[0]
+  assert counts.min() > 25, counts
+  everything, _ = collect_embeddings(_Frames(), [np.zeros(16000 * 3, np.float32)] * 2, 1.0)
+  np.testing.assert_array_equal(everything[:, 0], np.arange(300))
+  with pytest.raises(ValueError, match="max_rows"):
+    collect_embeddings(_Frames(), [], 1.0, max_rows=0)

@@ -13,12 +13,18 @@ k-means++ (on a sample) or random rows. Two update rules:
   1 / (rows it has seen); for data too large for full passes.
 
 With a `mesh`, each mini-batch is split over the mesh's batch axes
-('data', 'fsdp') and the cluster statistics are summed across them.
+('data', 'fsdp') and the cluster statistics are summed across them. In a
+multi-process job (a mesh spanning the processes) every process passes its
+own rows: the normalisation, the initial sample and every Lloyd pass are
+taken over all processes' rows (collectives), so all processes hold the same
+centroids, those of a single-process fit on the union of the rows up to the
+order of floating-point sums.
 """
 import dataclasses
 import io
 import json
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +100,26 @@ class KMeans:
                std.astype(np.float32), None if layer < 0 else layer, model, path)
 
 
+def _across_processes(x) -> np.ndarray:
+  """[P, ...]: every process's `x`, in process order ([1, ...] on one process)."""
+  if jax.process_count() == 1:
+    return np.asarray(x)[None]
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(x)))
+
+
+def _host(array: jax.Array) -> np.ndarray:
+  """A replicated array's value (each process holds a full copy)."""
+  return np.asarray(array.addressable_data(0))
+
+
+def _normalisation(x: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std) per dimension of all processes' rows, in float64 two-pass."""
+  mean = _across_processes(x.sum(axis=0, dtype=np.float64)).sum(axis=0) / total
+  squares = _across_processes(((x - mean) ** 2).sum(axis=0)).sum(axis=0) / total
+  return mean.astype(np.float32), np.maximum(np.sqrt(squares), 1e-6).astype(np.float32)
+
+
 def _nearest(x, centroids):
   """(ids, squared distances) of the nearest centroid to each row of x."""
   d2 = (jnp.sum(x * x, axis=1, keepdims=True)
@@ -113,46 +139,57 @@ def _statistics(x, weights, centroids):
 
 
 class _Batches:
-  """Fixed-size (padded, weighted) batches, placed over the mesh's batch axes."""
+  """Fixed-size (padded, weighted) batches, placed over the mesh's batch axes;
+  each process fills its share of every batch from its own rows."""
 
-  def __init__(self, x: np.ndarray, batch_size: int, mesh):
+  def __init__(self, x: np.ndarray, batch_size: int, mesh, rows_per_process: np.ndarray):
     shards = partitioning.num_batch_shards(mesh) if mesh is not None else 1
-    self.x, self.size = x, -(-batch_size // shards) * shards
-    self.sharding = partitioning.batch_sharding(mesh, 2) if mesh is not None else None
+    self.x, self.mesh = x, mesh
+    self.size = -(-batch_size // shards) * shards // jax.process_count()  # this process's rows
+    # Every process runs as many batches as the one with the most rows.
+    self.count = -(-int(rows_per_process.max()) // self.size)
 
   def place(self, rows: np.ndarray):
     pad = self.size - rows.shape[0]
     weights = np.concatenate([np.ones(rows.shape[0]), np.zeros(pad)]).astype(np.float32)
     rows = np.concatenate([rows, np.zeros((pad, rows.shape[1]), rows.dtype)])
-    if self.sharding is None:
+    if self.mesh is None:
       return jnp.asarray(rows), jnp.asarray(weights)
-    weight_sharding = partitioning.batch_sharding(self.sharding.mesh, 1)
-    return jax.device_put(rows, self.sharding), jax.device_put(weights, weight_sharding)
+    placed = partitioning.global_batch({"rows": rows, "weights": weights}, self.mesh)
+    return placed["rows"], placed["weights"]
 
   def all(self):
-    for start in range(0, self.x.shape[0], self.size):
-      yield self.place(self.x[start:start + self.size])
+    for index in range(self.count):
+      yield self.place(self.x[index * self.size:(index + 1) * self.size])
 
 
 def fit_kmeans(embeddings, num_clusters: int = 1024, *, init: str = "kmeans++",
                update: str = "lloyd", num_iters: int = 50, batch_size: int = 8192,
                init_sample_size: int = 50_000, seed: int = 0, mesh=None,
-               layer: int | None = None,
-               model: dict | None = None) -> tuple[KMeans, list[float]]:
-  """Fits k-means to embeddings [N, D]; returns (KMeans, inertia per iteration).
-  `layer` and `model` (the embedder's fingerprint) are recorded with it.
+               layer: int | None = None, model: dict | None = None,
+               on_iteration: Callable[[int, float], None] | None = None
+               ) -> tuple[KMeans, list[float]]:
+  """Fits k-means to embeddings [N, D] (this process's rows); returns
+  (KMeans, inertia per iteration). `layer` and `model` (the embedder's
+  fingerprint) are recorded with it.
 
   The inertia of iteration i is the summed squared distance of the rows it
   used (all rows for 'lloyd', its random batch for 'minibatch') to the
-  centroids it started from.
+  centroids it started from. `on_iteration(i, inertia)` is called after each
+  iteration (progress).
   """
   x = np.asarray(embeddings, np.float32)
   if x.ndim != 2:
     raise ValueError(f"embeddings: expected [N, D], got shape {x.shape}")
   if not np.all(np.isfinite(x)):
     raise ValueError("embeddings: contain NaN or infinite values")
-  if not 1 <= num_clusters <= x.shape[0]:
-    raise ValueError(f"num_clusters: expected 1..{x.shape[0]} (the number of rows), "
+  if jax.process_count() > 1 and mesh is None:
+    raise ValueError(f"a k-means fit over {jax.process_count()} processes needs a mesh "
+                     "that spans them (mesh=partitioning.make_mesh())")
+  rows_per_process = _across_processes(np.int64(x.shape[0]))
+  total = int(rows_per_process.sum())
+  if not 1 <= num_clusters <= total:
+    raise ValueError(f"num_clusters: expected 1..{total} (the number of rows), "
                      f"got {num_clusters}")
   if init not in ("kmeans++", "random"):
     raise ValueError(f"init: expected 'kmeans++' or 'random', got {init!r}")
@@ -160,34 +197,50 @@ def fit_kmeans(embeddings, num_clusters: int = 1024, *, init: str = "kmeans++",
     raise ValueError(f"update: expected 'lloyd' or 'minibatch', got {update!r}")
   if num_iters < 1 or batch_size < 1:
     raise ValueError(f"num_iters and batch_size must be >= 1, got {num_iters}, {batch_size}")
-  mean = x.mean(axis=0)
-  std = np.maximum(x.std(axis=0), 1e-6)
+  mean, std = _normalisation(x, total)
   x = (x - mean) / std
-  rng = np.random.default_rng(seed)
-  key = jax.random.key(seed)
+  rng = np.random.default_rng((seed, jax.process_index()))  # this process's draws
+  # The initial sample: an equal share of random rows from every process.
+  share = min(-(-max(init_sample_size, num_clusters) // len(rows_per_process)),
+              int(rows_per_process.min()))
+  sample = _across_processes(x[rng.permutation(x.shape[0])[:share]]).reshape(-1, x.shape[1])
+  if sample.shape[0] < num_clusters:
+    raise ValueError(f"num_clusters {num_clusters}: the initial sample holds {sample.shape[0]} "
+                     f"rows ({share} from each process, the fewest any process has)")
   if init == "kmeans++":
-    sample = x[rng.permutation(x.shape[0])[:max(init_sample_size, num_clusters)]]
-    centroids = kmeans_plus_plus(jnp.asarray(sample), num_clusters, key)
+    centroids = np.asarray(kmeans_plus_plus(jnp.asarray(sample), num_clusters,
+                                            jax.random.key(seed)), np.float64)
   else:
-    centroids = jnp.asarray(x[rng.choice(x.shape[0], num_clusters, replace=False)])
-  batches = _Batches(x, batch_size, mesh)
-  counts = jnp.zeros(num_clusters)
+    chosen = np.random.default_rng(seed).choice(sample.shape[0], num_clusters, replace=False)
+    centroids = sample[chosen].astype(np.float64)
+  batches = _Batches(x, batch_size, mesh, rows_per_process)
+  # Centroids and cluster statistics live on the host (float64), the same on
+  # every process; each batch's statistics are reduced on the devices.
+  on_devices = partitioning.Partitioner(mesh).replicate
+
+  def statistics(rows, weights, centroids):
+    sums, counts, inertia = _statistics(rows, weights, on_devices(centroids.astype(np.float32)))
+    return _host(sums).astype(np.float64), _host(counts).astype(np.float64), float(_host(inertia))
+
+  seen = np.zeros(num_clusters)
   history = []
   for _ in range(num_iters):
     if update == "lloyd":
-      sums, counts, inertia = jnp.zeros_like(centroids), jnp.zeros(num_clusters), 0.0
+      sums, counts, inertia = np.zeros_like(centroids), np.zeros(num_clusters), 0.0
       for rows, weights in batches.all():
-        batch_sums, batch_counts, batch_inertia = _statistics(rows, weights, centroids)
+        batch_sums, batch_counts, batch_inertia = statistics(rows, weights, centroids)
         sums, counts, inertia = sums + batch_sums, counts + batch_counts, inertia + batch_inertia
-      centroids = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None],
-                            centroids)
+      centroids = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None],
+                           centroids)
     else:
       rows, weights = batches.place(x[rng.choice(x.shape[0], min(batches.size, x.shape[0]),
                                                  replace=False)])
-      batch_sums, batch_counts, inertia = _statistics(rows, weights, centroids)
-      counts = counts + batch_counts
-      step = jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1), 0.0)[:, None]
+      batch_sums, batch_counts, inertia = statistics(rows, weights, centroids)
+      seen = seen + batch_counts
+      step = np.where(seen > 0, 1.0 / np.maximum(seen, 1), 0.0)[:, None]
       centroids = centroids + step * (batch_sums - batch_counts[:, None] * centroids)
-    history.append(float(inertia))
-  fitted = KMeans(np.asarray(centroids, np.float32), mean, std.astype(np.float32), layer, model)
+    history.append(inertia)
+    if on_iteration is not None:
+      on_iteration(len(history), inertia)
+  fitted = KMeans(centroids.astype(np.float32), mean, std, layer, model)
   return fitted, history
