@@ -23,14 +23,13 @@ batch (`waveform`, `lengths`) and for each layout:
                             layer-norm extractor, without one (as Hugging Face
                             advises) for the group-norm extractor
 """
-import argparse
 import os
 
 import numpy as np
 import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from make_w2v_bert_fixture import perturbed, save_reference, waveform
+from make_w2v_bert_fixture import fixture_dir, perturbed, save_reference, waveform
 
 LAYOUTS = {
     "base": dict(feat_extract_norm="group", conv_bias=False, do_stable_layer_norm=False,
@@ -71,10 +70,7 @@ def run(model, values, mask=None):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default=os.path.join(
-      os.path.dirname(__file__), "..", "tests", "fixtures", "hubert"))
-  out = parser.parse_args().out
+  out = fixture_dir("hubert", __doc__.splitlines()[0])
   wavs = clips()
   lengths = np.array([w.size for w in wavs])
   batch = np.zeros((len(wavs), lengths.max()), np.float32)

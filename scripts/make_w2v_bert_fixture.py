@@ -36,6 +36,14 @@ def waveform(seconds: float = 1.0, rate: int = 16_000) -> np.ndarray:
   return (0.2 * envelope * voiced + 0.01 * noise).astype(np.float32)
 
 
+def fixture_dir(name: str, description: str) -> str:
+  """The --out folder of a fixture script (default tests/fixtures/<name>)."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--out", default=os.path.join(
+      os.path.dirname(__file__), "..", "tests", "fixtures", name))
+  return parser.parse_args().out
+
+
 def save_reference(out: str, arrays: dict) -> None:
   """Writes `reference.npz` and the versions of the reference libraries."""
   np.savez_compressed(os.path.join(out, "reference.npz"), **arrays)
@@ -67,10 +75,7 @@ def tiny_model(scheme: str, seed: int) -> Wav2Vec2BertModel:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default=os.path.join(
-      os.path.dirname(__file__), "..", "tests", "fixtures", "w2v_bert"))
-  out = parser.parse_args().out
+  out = fixture_dir("w2v_bert", __doc__.splitlines()[0])
   wav = waveform()
   extractor = SeamlessM4TFeatureExtractor()
   features = extractor(wav, sampling_rate=16_000, padding=False,

@@ -222,7 +222,8 @@ def load_pipeline(codec_workdir: str = gin.REQUIRED, w2v_bert_workdir: str = gin
                   rules=None, **kwargs) -> Pipeline:
   """The pipeline from training work dirs (each holds model.json + checkpoints).
   `codec_workdir` may also be a Hugging Face EnCodec folder, 'hf:DIR,KBPS'
-  (the levels the acoustic models were trained on, e.g. 6.0 for 8 levels).
+  (the levels the acoustic models were trained on, e.g. 6.0 for 8 levels), or
+  a Mimi one, 'hf:DIR,levels=N'.
 
   With a mesh, AudioLM and SoundStorm parameters are laid out by `rules`
   (default: the gin-configured `logical_axis_rules`), the codec and the

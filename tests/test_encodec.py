@@ -119,7 +119,8 @@ def test_wrong_model_type_and_unsupported_settings_are_refused_by_name(tmp_path)
       hf_encodec.config_from_hf({**hf, **change})
   folder = _copy(tmp_path)
   (folder / "config.json").write_text(json.dumps({**hf, "model_type": "wav2vec2-bert"}))
-  with pytest.raises(ValueError, match="model_type 'wav2vec2-bert' is not 'encodec'"):
+  with pytest.raises(ValueError, match=r"model_type 'wav2vec2-bert' is not a codec soundlm "
+                                       r"imports \('encodec' or 'mimi'\)"):
     Codec.from_hf(folder)
   (folder / "model.safetensors").unlink()
   (folder / "config.json").write_text(json.dumps(hf))

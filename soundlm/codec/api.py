@@ -12,7 +12,9 @@ sums, equal to float round-off); a model whose start padding mirrors its
 first samples (EnCodec) holds the first `stream_warmup_frames` frames back.
 
 `Codec.from_hf(folder, bandwidth=6.0)` runs a Hugging Face EnCodec checkpoint
-(`soundlm.codec.encodec`) behind the same interface.
+(`soundlm.codec.encodec`) behind the same interface, and `Codec.from_hf(folder,
+num_levels=8)` a Mimi one (`soundlm.codec.mimi`; it runs whole clips only:
+its streams are refused).
 """
 import functools
 from typing import Optional
@@ -24,8 +26,9 @@ from etils import epath
 
 from soundlm import models
 from soundlm import partitioning
-from soundlm.codec import hf_encodec
+from soundlm.codec import hf_encodec, hf_mimi
 from soundlm.codec.encodec import EncodecModel
+from soundlm.codec.mimi import MimiModel
 from soundlm.codec.model import SoundStream, SoundStreamConfig
 from soundlm.layers.conv import zero_stream_state
 from soundlm.layers.rvq import COLLECTION
@@ -35,14 +38,14 @@ _REPLICATED = partitioning.DATA_PARALLEL_RULES
 
 
 class Codec:
-  """A SoundStream (or imported EnCodec) model with its variables ('params' and
+  """A SoundStream (or imported EnCodec or Mimi) model with its variables ('params' and
   the 'quantizer' codebooks).
 
   The codec is small: its variables are replicated over the partitioner's mesh
   and every batch is split over the mesh's data axes.
   """
 
-  def __init__(self, model: SoundStream | EncodecModel, variables: dict,
+  def __init__(self, model: SoundStream | EncodecModel | MimiModel, variables: dict,
                partitioner: partitioning.Partitioner | None = None):
     self.model = model
     self.partitioner = partitioner or partitioning.Partitioner()
@@ -76,26 +79,45 @@ class Codec:
   @classmethod
   def from_hf(cls, path: str, *, num_levels: Optional[int] = None,
               bandwidth: Optional[float] = None, mesh=None) -> "Codec":
-    """A Hugging Face EnCodec folder (config.json + model.safetensors) with the
-    levels of `bandwidth` kbps (e.g. 6.0: 8 levels of encodec_24khz) or its
-    first `num_levels` levels (default: all)."""
-    config, variables = hf_encodec.load_hf_encodec(path, num_levels=num_levels,
-                                                   bandwidth=bandwidth)
-    return cls(EncodecModel(config), variables, partitioning.Partitioner.of(mesh, _REPLICATED))
+    """A Hugging Face EnCodec or Mimi folder (config.json + model.safetensors,
+    picked by its model_type) with its first `num_levels` levels (default: all)
+    or, for EnCodec, the levels of `bandwidth` kbps (e.g. 6.0: 8 levels of
+    encodec_24khz)."""
+    _, hf = hf_encodec.read_hf_config(path, "EncodecModel or MimiModel")
+    model_type = hf.get("model_type")
+    if model_type == "mimi":
+      if bandwidth is not None:
+        raise ValueError(f"{path}: a Mimi checkpoint has no target bandwidths; give "
+                         f"num_levels instead of bandwidth={bandwidth}")
+      config, variables = hf_mimi.load_hf_mimi(path, num_levels=num_levels)
+      model = MimiModel(config)
+    elif model_type == "encodec":
+      config, variables = hf_encodec.load_hf_encodec(path, num_levels=num_levels,
+                                                     bandwidth=bandwidth)
+      model = EncodecModel(config)
+    else:
+      raise ValueError(f"{path}: model_type {model_type!r} is not a codec soundlm imports "
+                       "('encodec' or 'mimi')")
+    return cls(model, variables, partitioning.Partitioner.of(mesh, _REPLICATED))
 
   @classmethod
   def from_spec(cls, spec: str, *, mesh=None) -> "Codec":
     """The codec a command line or gin file names: 'hf:DIR' (a Hugging Face
-    EnCodec folder, every level) or 'hf:DIR,KBPS' (the levels of that
-    bandwidth), a codec training work dir, or a size name (random weights)."""
+    EnCodec or Mimi folder, every level), 'hf:DIR,KBPS' (EnCodec: the levels of
+    that bandwidth) or 'hf:DIR,levels=N' (the first N levels), a codec
+    training work dir, or a size name (random weights)."""
     if spec.startswith("hf:"):
-      folder, _, bandwidth = spec[3:].partition(",")
+      folder, _, option = spec[3:].partition(",")
+      levels = option.startswith("levels=")
       try:
-        kbps = float(bandwidth) if bandwidth else None
+        number = (int(option[len("levels="):]) if levels else float(option)) if option else None
       except ValueError as error:
-        raise ValueError(f"codec {spec!r}: {bandwidth!r} is not a bandwidth in kbps "
-                         "(expected hf:DIR or hf:DIR,KBPS, e.g. hf:encodec_24khz,6.0)") from error
-      return cls.from_hf(folder, bandwidth=kbps, mesh=mesh)
+        raise ValueError(f"codec {spec!r}: {option!r} is not a bandwidth in kbps or "
+                         "levels=N (expected hf:DIR, hf:DIR,KBPS or hf:DIR,levels=N, e.g. "
+                         "hf:encodec_24khz,6.0 or hf:mimi,levels=8)") from error
+      if levels:
+        return cls.from_hf(folder, num_levels=number, mesh=mesh)
+      return cls.from_hf(folder, bandwidth=number, mesh=mesh)
     if epath.Path(spec).is_dir():
       return cls.load(spec, mesh=mesh)
     return cls.random(spec, mesh=mesh)
@@ -194,10 +216,17 @@ class Codec:
 
   # --- streaming --------------------------------------------------------------
 
+  def _check_streams(self):
+    if not self.model.streams:
+      raise ValueError(f"{type(self.model).__name__} runs whole clips only (no chunked "
+                       "streams); use encode and decode")
+
   def encoder_stream(self, num_levels: Optional[int] = None) -> "EncoderStream":
+    self._check_streams()
     return EncoderStream(self, self._check_levels(num_levels))
 
   def decoder_stream(self) -> "DecoderStream":
+    self._check_streams()
     return DecoderStream(self)
 
 

@@ -33,7 +33,8 @@ PAD_MODES = {"reflect": "reflect", "constant": "zeros"}  # Hugging Face name -> 
 class EncodecConfig:
   """Hyperparameters of one EnCodec (Hugging Face `EncodecConfig` names; the
   defaults are encodec_24khz's). `num_levels` is how many of the checkpoint's
-  quantizer levels the model uses (its first ones)."""
+  quantizer levels the model uses (its first ones); `num_lstm_layers=0` drops
+  the LSTMs (Mimi's SEANet, `soundlm.codec.mimi`)."""
   sample_rate: int = 24_000
   num_filters: int = 32
   hidden_size: int = 128
@@ -57,10 +58,11 @@ class EncodecConfig:
                        f"(supported: {sorted(PAD_MODES)})")
     for name in ("sample_rate", "num_filters", "hidden_size", "kernel_size",
                  "last_kernel_size", "residual_kernel_size", "dilation_growth_rate",
-                 "num_residual_layers", "compress", "num_lstm_layers", "num_levels",
-                 "codebook_size"):
+                 "num_residual_layers", "compress", "num_levels", "codebook_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"EncodecConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.num_lstm_layers < 0:
+      raise ValueError(f"EncodecConfig.num_lstm_layers must be >= 0, got {self.num_lstm_layers}")
     if not self.upsampling_ratios or min(self.upsampling_ratios) < 1:
       raise ValueError(f"EncodecConfig.upsampling_ratios must be positive, got "
                        f"{self.upsampling_ratios}")
@@ -172,17 +174,20 @@ class Encoder(nn.Module):
       x = CausalConv1D(channels, 2 * ratio, stride=ratio, padding=padding,
                        name=f"layers_{index + 1}")(nn.elu(x), stream=stream)
       index += 2
-    x = LSTM(c.num_lstm_layers, name=f"layers_{index}")(x, stream=stream)
+    if c.num_lstm_layers:
+      x = LSTM(c.num_lstm_layers, name=f"layers_{index}")(x, stream=stream)
+      index += 1
     return CausalConv1D(c.hidden_size, c.last_kernel_size, padding=padding,
-                        name=f"layers_{index + 2}")(nn.elu(x), stream=stream)
+                        name=f"layers_{index + 1}")(nn.elu(x), stream=stream)
 
 
 def upsampling_layers(config: EncodecConfig) -> list[tuple[int, int, int]]:
   """(ratio, index of its transposed convolution, index of its first residual
   block) per decoder stage, in Hugging Face's numbering of `decoder.layers`
-  (0: conv, 1: LSTM, then per stage ELU, transposed conv, residual blocks)."""
+  (0: conv, 1: LSTM if any, then per stage ELU, transposed conv, residual blocks)."""
   step = 2 + config.num_residual_layers
-  return [(ratio, 3 + k * step, 4 + k * step)
+  first = 3 if config.num_lstm_layers else 2
+  return [(ratio, first + k * step, first + 1 + k * step)
           for k, ratio in enumerate(config.upsampling_ratios)]
 
 
@@ -197,7 +202,8 @@ class Decoder(nn.Module):
     channels = c.num_filters * 2 ** len(c.upsampling_ratios)
     x = CausalConv1D(channels, c.kernel_size, padding=padding, name="layers_0")(
         x, stream=stream)
-    x = LSTM(c.num_lstm_layers, name="layers_1")(x, stream=stream)
+    if c.num_lstm_layers:
+      x = LSTM(c.num_lstm_layers, name="layers_1")(x, stream=stream)
     for ratio, transposed, index in upsampling_layers(c):
       channels //= 2
       x = CausalConvTranspose1D(channels, 2 * ratio, ratio, name=f"layers_{transposed}")(

@@ -32,6 +32,9 @@ from soundlm.semantic.safetensors_io import read_safetensors
 # Settings the port reproduces only at these values.
 _REQUIRED = {"use_causal_conv": True, "norm_type": "weight_norm", "normalize": False,
              "audio_channels": 1, "chunk_length_s": None, "trim_right_ratio": 1.0}
+_SEANET = ("num_filters", "kernel_size", "last_kernel_size", "residual_kernel_size",
+           "dilation_growth_rate", "num_residual_layers", "compress", "use_conv_shortcut",
+           "pad_mode")
 _WEIGHT_NORM = {"g": ("weight_g", "parametrizations.weight.original0"),
                 "v": ("weight_v", "parametrizations.weight.original1")}
 # Hugging Face codebook buffer -> (its shape, the shared quantizer's variable).
@@ -48,12 +51,7 @@ class CheckpointMismatchError(ValueError):
 def config_from_hf(hf: dict, source: str = "config.json") -> tuple[EncodecConfig, tuple]:
   """(EncodecConfig with every level of the checkpoint, target bandwidths in
   kbps) for a Hugging Face EncodecConfig dict; refuses what the port does not run."""
-  if hf.get("model_type") != "encodec":
-    raise ValueError(f"{source}: model_type {hf.get('model_type')!r} is not 'encodec'")
-  wrong = [f"{name}={hf[name]!r} (supported: {value!r})" for name, value in _REQUIRED.items()
-           if name in hf and hf[name] != value]
-  if hf.get("pad_mode", "reflect") not in PAD_MODES:
-    wrong.append(f"pad_mode={hf['pad_mode']!r} (supported: {sorted(PAD_MODES)})")
+  wrong = unsupported_settings(hf, "encodec", _REQUIRED, "reflect", source)
   hidden = hf.get("hidden_size", 128)
   if hf.get("codebook_dim") not in (None, hidden):
     wrong.append(f"codebook_dim={hf['codebook_dim']} (supported: hidden_size={hidden})")
@@ -66,16 +64,30 @@ def config_from_hf(hf: dict, source: str = "config.json") -> tuple[EncodecConfig
   if levels < 1:
     raise ValueError(f"{source}: target_bandwidths {list(bandwidths)} leave no quantizer level")
   config = EncodecConfig(
-      sample_rate=sample_rate, num_filters=hf.get("num_filters", 32), hidden_size=hidden,
-      upsampling_ratios=ratios, kernel_size=hf.get("kernel_size", 7),
-      last_kernel_size=hf.get("last_kernel_size", 7),
-      residual_kernel_size=hf.get("residual_kernel_size", 3),
-      dilation_growth_rate=hf.get("dilation_growth_rate", 2),
-      num_residual_layers=hf.get("num_residual_layers", 1), compress=hf.get("compress", 2),
-      num_lstm_layers=hf.get("num_lstm_layers", 2),
-      use_conv_shortcut=hf.get("use_conv_shortcut", True),
-      pad_mode=hf.get("pad_mode", "reflect"), codebook_size=codebook_size, num_levels=levels)
+      sample_rate=sample_rate, hidden_size=hidden, upsampling_ratios=ratios,
+      num_lstm_layers=hf.get("num_lstm_layers", 2), codebook_size=codebook_size,
+      num_levels=levels, **seanet_settings(hf, EncodecConfig))
   return config, bandwidths
+
+
+def unsupported_settings(hf: dict, model_type: str, required: dict, pad_mode: str,
+                         source: str) -> list[str]:
+  """Refuses a config of another model_type; returns the settings of `hf` that
+  differ from `required` or name a pad mode the convolutions lack (default
+  `pad_mode`), as 'name=value (supported: ...)'."""
+  if hf.get("model_type") != model_type:
+    raise ValueError(f"{source}: model_type {hf.get('model_type')!r} is not {model_type!r}")
+  wrong = [f"{name}={hf[name]!r} (supported: {value!r})" for name, value in required.items()
+           if name in hf and hf[name] != value]
+  if hf.get("pad_mode", pad_mode) not in PAD_MODES:
+    wrong.append(f"pad_mode={hf['pad_mode']!r} (supported: {sorted(PAD_MODES)})")
+  return wrong
+
+
+def seanet_settings(hf: dict, defaults: type) -> dict:
+  """The SEANet fields that Hugging Face's EnCodec and Mimi configs name alike,
+  from `hf` or else the defaults of the config class `defaults`."""
+  return {name: hf.get(name, getattr(defaults, name)) for name in _SEANET}
 
 
 def _bits_per_second(sample_rate: int, ratios: tuple, codebook_size: int) -> int:
@@ -99,7 +111,7 @@ def abstract_variables(config: EncodecConfig) -> dict:
   return nn.meta.unbox(jax.eval_shape(EncodecModel(config).init, jax.random.key(0), wav))
 
 
-def _module_name(path: tuple[str, ...]) -> str:
+def hf_module_name(path: tuple[str, ...]) -> str:
   """('encoder', 'layers_3', 'block_1') -> 'encoder.layers.3.block.1'."""
   return ".".join(re.sub(r"_(\d+)$", r".\1", part) for part in path)
 
@@ -135,7 +147,7 @@ def variables_from_hf(tensors: dict[str, np.ndarray], config: EncodecConfig,
     return None
 
   for path, leaf in flax.traverse_util.flatten_dict(shapes["params"]).items():
-    module = _module_name(path[:-1])
+    module = hf_module_name(path[:-1])
     if path[-1] == "kernel":
       prefix = f"{module}.conv"
       expected.update(f"{prefix}.{name}" for names in _WEIGHT_NORM.values() for name in names)
@@ -166,6 +178,25 @@ def variables_from_hf(tensors: dict[str, np.ndarray], config: EncodecConfig,
           COLLECTION: {"quantizer": quantizer}}
 
 
+def read_hf_config(path, model: str) -> tuple[pathlib.Path, dict]:
+  """(folder, its config.json as a dict) of a local Hugging Face `model` folder."""
+  folder = pathlib.Path(os.fspath(path))
+  config_file = folder / "config.json"
+  if not config_file.is_file():
+    raise FileNotFoundError(f"{folder}: no config.json (expected a Hugging Face {model} "
+                            "folder)")
+  return folder, json.loads(config_file.read_text())
+
+
+def read_hf_weights(folder: pathlib.Path) -> dict[str, np.ndarray]:
+  """The tensors of the folder's model.safetensors."""
+  weights = folder / "model.safetensors"
+  if not weights.is_file():
+    raise FileNotFoundError(f"{folder}: no model.safetensors (only a single safetensors "
+                            "file is read)")
+  return read_safetensors(weights)
+
+
 def select_levels(config: EncodecConfig, variables: dict,
                   num_levels: int) -> tuple[EncodecConfig, dict]:
   """The model restricted to its first `num_levels` quantizer levels."""
@@ -183,19 +214,11 @@ def load_hf_encodec(path, *, num_levels: int | None = None,
   """(config, EncodecModel variables) from a local Hugging Face EnCodec folder,
   with the levels of `bandwidth` kbps (one of the model's target bandwidths)
   or the first `num_levels` levels (default: every level)."""
-  folder = pathlib.Path(os.fspath(path))
-  config_file = folder / "config.json"
-  if not config_file.is_file():
-    raise FileNotFoundError(f"{folder}: no config.json (expected a Hugging Face "
-                            "EncodecModel folder)")
+  folder, hf = read_hf_config(path, "EncodecModel")
   if num_levels is not None and bandwidth is not None:
     raise ValueError(f"give num_levels ({num_levels}) or bandwidth ({bandwidth}), not both")
-  config, bandwidths = config_from_hf(json.loads(config_file.read_text()), str(config_file))
-  weights = folder / "model.safetensors"
-  if not weights.is_file():
-    raise FileNotFoundError(f"{folder}: no model.safetensors (only a single safetensors "
-                            "file is read)")
-  variables = variables_from_hf(read_safetensors(weights), config, str(folder))
+  config, bandwidths = config_from_hf(hf, str(folder / "config.json"))
+  variables = variables_from_hf(read_hf_weights(folder), config, str(folder))
   if bandwidth is not None:
     num_levels = levels_for_bandwidth(config, bandwidth, bandwidths)
   return select_levels(config, variables, config.num_levels if num_levels is None

@@ -146,7 +146,9 @@ class SoundStreamConfig:
 
 class CodecModule:
   """What `soundlm.codec.api.Codec` reads of a codec module (SoundStream,
-  EnCodec), all from the module's `config`."""
+  EnCodec, Mimi), all from the module's `config` but `streams` (whether it
+  runs chunk by chunk)."""
+  streams = True
 
   @property
   def sample_rate(self) -> int:

@@ -223,8 +223,8 @@ def _tokenize_shard(builder, out_dir, k, count, tokenizer, source_rate, config, 
 def load_models(codec: str, semantic: str):
   """Models from command-line strings, replicated over this host's devices.
   codec: a size name ('tiny', ...: random weights, for smoke runs and tests),
-  a codec training work dir, or 'hf:DIR[,KBPS]' (a Hugging Face EnCodec
-  folder; `Codec.from_spec`). semantic: a size name, 'WORKDIR,KMEANS' (a
+  a codec training work dir, or 'hf:DIR[,KBPS|,levels=N]' (a Hugging Face
+  EnCodec or Mimi folder; `Codec.from_spec`). semantic: a size name, 'WORKDIR,KMEANS' (a
   w2v-BERT training run and a k-means file) or 'hf:DIR,KMEANS' (a Hugging Face
   w2v-BERT 2.0 folder)."""
   mesh = partitioning.make_mesh(devices=jax.local_devices())
@@ -258,8 +258,8 @@ def main(argv=None):
                  help="sample rate that a folder: source's files must have")
   p.add_argument("--out", required=True, help="folder of the token shards")
   p.add_argument("--codec", required=True,
-                 help="codec training work dir, hf:DIR[,KBPS] (a Hugging Face EnCodec "
-                      "folder), or a size name (random weights)")
+                 help="codec training work dir, hf:DIR[,KBPS|,levels=N] (a Hugging Face "
+                      "EnCodec or Mimi folder), or a size name (random weights)")
   p.add_argument("--semantic", required=True,
                  help="WORKDIR,KMEANS or hf:DIR,KMEANS, or a size name (random weights)")
   partitioning.add_distributed_flags(p)
