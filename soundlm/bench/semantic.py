@@ -4,16 +4,25 @@
     python -m soundlm.bench.semantic --size tiny --workdir=/tmp/w2v_bert_tiny
     python -m soundlm.bench.semantic --hf_dir=/models/w2v-bert-2.0 --layer=17
 
-On the built-in speech corpus (Harvard sentences read by several synthetic
-voices) every clip is tokenized, and the token-bigram overlap (Jaccard index
-of the sets of consecutive token pairs) is averaged over two kinds of pairs:
-two voices saying the same sentences, and one voice saying different ones.
-Tokens that follow content give a higher first figure than second.
+Two ABX discrimination scores (chance 0.5) on the built-in corpus's held-out
+validation clips (Harvard sentences, each voice once), which neither the
+pre-training nor k-means saw. The distance of two token sequences is the
+mean cost along their dynamic-time-warping path, a step costing the distance
+of the two tokens' centroids.
+
+* content: A and X are the same sentence read by two voices, B another
+  sentence by a third voice; correct when X is closer to A than to B.
+* speaker: A and X are the two halves of one clip (one voice, different
+  words), B a half of another voice's clip; correct when X is closer to A.
+
+Tokens that follow content score high on the first and near 0.5 on the
+second. k-means is fitted on the training split once per `--seeds` seed and
+the scores are given as mean and spread over seeds.
 
 Without `--hf_dir` the w2v-BERT model of `--size` is pre-trained for `--steps`
 on the corpus's training split (unless `--workdir` already holds a
-checkpoint), then k-means is fitted on its training-split embeddings. Clips
-are cut to a multiple of 0.5 s before tokenizing so that few shapes compile.
+checkpoint). Clips are cut to a multiple of 0.5 s before tokenizing so that
+few shapes compile.
 """
 import argparse
 import itertools
@@ -39,30 +48,77 @@ SIZES = {"tiny": dict(steps=3000, batch=8, crop_seconds=2.0, learning_rate=2e-3)
 BUCKET = 8000  # samples: clips are cut to a multiple of 0.5 s
 
 
-def bigrams(tokens) -> set:
-  return set(zip(tokens[:-1].tolist(), tokens[1:].tolist()))
+def dtw_distance(a: np.ndarray, b: np.ndarray, centroids: np.ndarray) -> float:
+  """Mean step cost along the cheapest monotonic alignment of token sequences
+  a and b (steps right, down, diagonal), a step costing the Euclidean distance
+  of the two tokens' centroids."""
+  if a.size == 0 or b.size == 0:
+    raise ValueError(f"dtw_distance: empty token sequence (lengths {a.size}, {b.size})")
+  cost = np.linalg.norm(centroids[a][:, None] - centroids[b][None], axis=-1)
+  total = np.full((a.size + 1, b.size + 1), np.inf)
+  steps = np.zeros((a.size + 1, b.size + 1))
+  total[0, 0] = 0.0
+  for i in range(1, a.size + 1):
+    for j in range(1, b.size + 1):
+      moves = ((i - 1, j - 1), (i - 1, j), (i, j - 1))
+      k = min(moves, key=lambda m: total[m])
+      total[i, j] = total[k] + cost[i - 1, j - 1]
+      steps[i, j] = steps[k] + 1
+  return float(total[-1, -1] / steps[-1, -1])
 
 
-def overlap(a, b) -> float:
-  """Jaccard index of the token-bigram sets of two sequences."""
-  x, y = bigrams(a), bigrams(b)
-  return len(x & y) / max(len(x | y), 1)
+def abx(triplets, distance) -> float:
+  """Fraction of (a, b, x) with distance(a, x) < distance(b, x), ties half."""
+  scores = [0.5 if distance(a, x) == distance(b, x) else float(distance(a, x) < distance(b, x))
+            for a, b, x in triplets]
+  if not scores:
+    raise ValueError("abx: no triplets")
+  return float(np.mean(scores))
 
 
-def pair_overlaps(clips, tokens) -> dict:
-  same_text, same_voice = [], []
-  for i, j in itertools.combinations(range(len(clips)), 2):
-    a, b = clips[i], clips[j]
-    if a.text == b.text and a.speaker != b.speaker:
-      same_text.append(overlap(tokens[i], tokens[j]))
-    elif a.speaker == b.speaker and a.text != b.text:
-      same_voice.append(overlap(tokens[i], tokens[j]))
-  if not same_text or not same_voice:
-    raise ValueError("the corpus needs sentences read by two voices and voices reading "
-                     "two sentences")
-  return {"same_sentence_two_voices": float(np.mean(same_text)),
-          "one_voice_two_sentences": float(np.mean(same_voice)),
-          "same_sentence_pairs": len(same_text), "same_voice_pairs": len(same_voice)}
+def content_triplets(clips) -> list[tuple[int, int, int]]:
+  """(A, B, X) clip indices: A, X one sentence by two voices; B another
+  sentence by a voice that is neither."""
+  triplets = []
+  for a, x in itertools.permutations(range(len(clips)), 2):
+    if clips[a].text != clips[x].text or clips[a].speaker == clips[x].speaker:
+      continue
+    triplets += [(a, b, x) for b in range(len(clips))
+                 if clips[b].text != clips[x].text
+                 and clips[b].speaker not in (clips[a].speaker, clips[x].speaker)]
+  if not triplets:
+    raise ValueError("content ABX needs a sentence read by two voices and another sentence")
+  return triplets
+
+
+def speaker_triplets(speakers) -> list[tuple[int, int, int]]:
+  """(A, B, X) half indices (clip i's halves are 2i and 2i+1): A, X the two
+  halves of one clip; B the same half of a clip by another voice."""
+  triplets = []
+  for i, j in itertools.permutations(range(len(speakers)), 2):
+    if speakers[i] != speakers[j]:
+      triplets += [(2 * i, 2 * j, 2 * i + 1), (2 * i + 1, 2 * j + 1, 2 * i)]
+  if not triplets:
+    raise ValueError("speaker ABX needs clips by two voices")
+  return triplets
+
+
+def abx_scores(clips, tokens, centroids) -> dict:
+  """Content and speaker ABX of the token sequences of `clips`."""
+  cache = {}
+
+  def distance(sequences):
+    def d(i, j):
+      if (i, j) not in cache:
+        cache[i, j] = cache[j, i] = dtw_distance(sequences[i], sequences[j], centroids)
+      return cache[i, j]
+    return d
+
+  halves = [half for t in tokens for half in (t[:t.size // 2], t[t.size // 2:])]
+  content = abx(content_triplets(clips), distance(tokens))
+  cache.clear()
+  speaker = abx(speaker_triplets([c.speaker for c in clips]), distance(halves))
+  return {"content_abx": content, "speaker_abx": speaker}
 
 
 def pretrain(size: str, workdir: str, steps: int, seed: int) -> dict:
@@ -78,7 +134,11 @@ def pretrain(size: str, workdir: str, steps: int, seed: int) -> dict:
   data = SpeechCrops(settings["batch"], settings["crop_seconds"], seed=seed)
   trainer = Trainer(task, data, workdir, num_steps=steps, log_every=max(steps // 10, 1),
                     checkpoint_every=steps, seed=seed, mesh=partitioning.make_mesh())
-  return trainer.run()
+  metrics = trainer.run()
+  if trainer.preempted:  # the figures would be those of a shorter run
+    raise SystemExit(f"pre-training stopped by a signal before step {steps}; rerun with "
+                     f"--workdir={workdir} to resume it")
+  return metrics
 
 
 def tokenize_clips(tokenizer: SemanticTokenizer, clips) -> list[np.ndarray]:
@@ -103,9 +163,14 @@ def main(argv=None):
                       help="hidden-state index (default: the size's TokenConfig.layer)")
   parser.add_argument("--num_clusters", type=int, default=None)
   parser.add_argument("--kmeans_iters", type=int, default=30)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help="pre-training seed")
+  parser.add_argument("--seeds", type=int, default=3, help="k-means fits (seeds 0, 1, ...)")
   parser.add_argument("--out", default="semantic_bench.json")
   args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error(f"--seeds must be >= 1, got {args.seeds}")
+  if args.steps is not None and args.steps < 2:
+    parser.error(f"--steps must be >= 2 (a warm-up step, then the decay), got {args.steps}")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
   from soundlm.io import corpus
@@ -128,32 +193,37 @@ def main(argv=None):
     layer = tokens_config.layer if args.layer is None else args.layer
     embedder = SemanticEmbedder.load(workdir, layer)
     model = f"soundlm w2v-BERT {args.size}, {steps} pre-training steps ({workdir})"
-  train_clips = corpus.load_builtin("train", "speech")
-  embeddings, _ = collect_embeddings(embedder, [c.waveform for c in train_clips], 2.0)
-  kmeans, inertia = fit_kmeans(embeddings, num_clusters, num_iters=args.kmeans_iters,
-                               seed=args.seed, layer=embedder.layer,
-                               model=embedder.fingerprint())
-  tokenizer = SemanticTokenizer(embedder, kmeans)
-  clips = train_clips + corpus.load_builtin("validation", "speech")
-  tokens = tokenize_clips(tokenizer, clips)
-  result = pair_overlaps(clips, tokens)
-  used = np.bincount(np.concatenate(tokens), minlength=num_clusters)
+  embeddings, _ = collect_embeddings(
+      embedder, [c.waveform for c in corpus.load_builtin("train", "speech")], 2.0)
+  clips = corpus.load_builtin("validation", "speech")
+  per_seed = []
+  for seed in range(args.seeds):
+    kmeans, _ = fit_kmeans(embeddings, num_clusters, num_iters=args.kmeans_iters, seed=seed,
+                           layer=embedder.layer, model=embedder.fingerprint())
+    tokens = tokenize_clips(SemanticTokenizer(embedder, kmeans), clips)
+    used = np.unique(np.concatenate(tokens)).size
+    per_seed.append({"seed": seed, "clusters_used": int(used),
+                     **abx_scores(clips, tokens, kmeans.centroids)})
+    logging.info("k-means seed %d: %s", seed, per_seed[-1])
+  summary = {key: {"mean": float(np.mean([r[key] for r in per_seed])),
+                   "std": float(np.std([r[key] for r in per_seed]))}
+             for key in ("content_abx", "speaker_abx", "clusters_used")}
   report = {
       "benchmark": "semantic", "model": model, "size": args.size, "layer": embedder.layer,
       "num_clusters": num_clusters, "pretrain_steps": steps,
-      "pretrain_final_metrics": train_metrics, "kmeans_inertia": [inertia[0], inertia[-1]],
-      "clusters_used": int((used > 0).sum()), "clips": len(clips), **result,
-      "ratio": result["same_sentence_two_voices"] / max(result["one_voice_two_sentences"],
-                                                         1e-9),
+      "pretrain_final_metrics": train_metrics, "clips": len(clips),
+      "content_triplets": len(content_triplets(clips)),
+      "speaker_triplets": len(speaker_triplets([c.speaker for c in clips])),
+      "seeds": per_seed, **summary,
       "seconds": time.time() - start, "environment": common.environment()}
   print(common.markdown_table(
-      ["pairs", "count", "token-bigram overlap"],
-      [["same sentence, two voices", result["same_sentence_pairs"],
-        f"{result['same_sentence_two_voices']:.4f}"],
-       ["one voice, two sentences", result["same_voice_pairs"],
-        f"{result['one_voice_two_sentences']:.4f}"]]))
-  print(f"ratio {report['ratio']:.2f}  ({model}; layer {embedder.layer}, K={num_clusters}, "
-        f"{report['clusters_used']} clusters used; {report['seconds']:.0f} s on "
+      ["ABX (chance 0.5)", "triplets", f"mean over {args.seeds} k-means seeds", "std"],
+      [["content: same sentence, other voices", report["content_triplets"],
+        f"{summary['content_abx']['mean']:.3f}", f"{summary['content_abx']['std']:.3f}"],
+       ["speaker: same voice, other words", report["speaker_triplets"],
+        f"{summary['speaker_abx']['mean']:.3f}", f"{summary['speaker_abx']['std']:.3f}"]]))
+  print(f"({model}; layer {embedder.layer}, K={num_clusters}, "
+        f"{summary['clusters_used']['mean']:.0f} clusters used; {report['seconds']:.0f} s on "
         f"{jax.devices()[0].device_kind})")
   common.write_json(args.out, report)
   return report
