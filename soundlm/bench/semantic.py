@@ -158,7 +158,7 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=None, help="pre-training steps")
   parser.add_argument("--workdir", default=None,
                       help="pre-training work dir (reused if it holds a checkpoint)")
-  parser.add_argument("--hf_dir", default=None, help="evaluate an imported w2v-BERT 2.0")
+  parser.add_argument("--hf_dir", default=None, help="evaluate an imported HuBERT or w2v-BERT 2.0 folder")
   parser.add_argument("--layer", type=int, default=None,
                       help="hidden-state index (default: the size's TokenConfig.layer)")
   parser.add_argument("--num_clusters", type=int, default=None)
@@ -183,7 +183,7 @@ def main(argv=None):
     if args.layer is None:
       parser.error("--layer is required with --hf_dir")
     embedder = SemanticEmbedder.from_hf(args.hf_dir, args.layer)
-    model = f"w2v-BERT 2.0 import ({args.hf_dir})"
+    model = f"{type(embedder.config).__name__} import ({args.hf_dir})"
     steps = 0
   else:
     import tempfile
