@@ -13,6 +13,8 @@ import types
 import typing
 from etils import epath
 
+from soundlm.io import paths
+
 MODEL_FILE = "model.json"
 FORMAT_VERSION = 1
 
@@ -70,9 +72,7 @@ def write(workdir: str, config) -> None:
   record = {"format": FORMAT_VERSION, "family": family, "config": to_dict(config)}
   directory = epath.Path(workdir)
   directory.mkdir(parents=True, exist_ok=True)
-  temporary = directory / f".{MODEL_FILE}.tmp"
-  temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-  temporary.replace(directory / MODEL_FILE)
+  paths.write_whole(directory / MODEL_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def read(workdir: str) -> tuple[str, dict]:

@@ -32,7 +32,8 @@ import numpy as np
 from etils import epath
 
 from soundlm.generate import ACOUSTIC_GENERATORS
-from soundlm.io.audio import is_uri, write_wav
+from soundlm.io import paths
+from soundlm.io.audio import write_wav
 
 ALLOWED_KEYS = {"id", "prompt", "duration", "seed", "options"}
 MAX_SEED = 2**31 - 1
@@ -175,11 +176,12 @@ class OutputManifest:
   """
 
   def __init__(self, output_dir: str, host: int):
-    self.path = epath.Path(output_dir) / f"manifest-{host:05d}.jsonl"
-    self.in_store = is_uri(output_dir)
+    root = epath.Path(output_dir)
+    self.path = root / f"manifest-{host:05d}.jsonl"
+    self.in_store = paths.in_object_store(output_dir)
     self.done: set[str] = set()
-    self.content = b""  # what this host's manifest holds, kept to rewrite it in a store
-    root = epath.Path(output_dir)  # in a store, a prefix with no objects does not exist
+    self.content = b""  # this host's records, kept in a store to rewrite the object whole
+    # In a store, a prefix with no objects does not exist.
     for other in sorted(root.iterdir()) if root.exists() else ():
       if MANIFEST_NAME.fullmatch(other.name) and other.name != self.path.name:
         self.done |= {r["id"] for r in _read_records(other)[0]}
@@ -190,25 +192,14 @@ class OutputManifest:
     if torn.strip():
       logging.warning("%s: dropping a torn last line (%d bytes) left by an interrupted "
                       "write; its item is decoded again", self.path, len(torn))
-      self._write_whole()
+      paths.write_whole(self.path, self.content)
     self.done |= {r["id"] for r in records}
-
-  def _write_whole(self):
-    if self.in_store:
-      self.path.write_bytes(self.content)
-      return
-    tmp = f"{self.path}.tmp"
-    with open(tmp, "wb") as f:
-      f.write(self.content)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.path)
 
   def append(self, record: dict):
     line = (json.dumps(record) + "\n").encode()
-    self.content += line
     if self.in_store:
-      self._write_whole()
+      self.content += line
+      paths.write_whole(self.path, self.content)
     else:
       with open(self.path, "ab") as f:
         f.write(line)

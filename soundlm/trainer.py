@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from soundlm import checkpoints
 from soundlm import configs
 from soundlm import partitioning
+from soundlm.io import paths
 
 LossFn = Callable[[dict, dict, jax.Array, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
 
@@ -137,7 +138,7 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter  # Pure Python; no TensorFlow.
       self._path = epath.Path(workdir) / "metrics.jsonl"
       self._lines = _records_until(self._path, resume_step)
-      self._appendable = not _in_object_store(self._path)
+      self._appendable = not paths.in_object_store(self._path)
       self._jsonl = self._path.open("a") if self._appendable else None
       self._tensorboard = SummaryWriter(str(epath.Path(workdir) / "tensorboard"),
                                         purge_step=resume_step + 1 if resume_step else None)
@@ -152,7 +153,7 @@ class MetricsWriter:
       self._jsonl.flush()
     else:
       self._lines.append(line)
-      _write_text(self._path, "".join(self._lines))
+      paths.write_whole(self._path, "".join(self._lines))
     for key, value in record.items():
       if key != "step":
         self._tensorboard.add_scalar(key, value, step)
@@ -180,24 +181,8 @@ def _records_until(path: epath.Path, step: int) -> list[str]:
   if len(kept) != len(lines):
     logging.info("metrics.jsonl: dropping %d records logged after step %d",
                  len(lines) - len(kept), step)
-    _write_text(path, "".join(kept))
+    paths.write_whole(path, "".join(kept))
   return kept
-
-
-def _in_object_store(path: epath.Path) -> bool:
-  return "://" in str(path)
-
-
-def _write_text(path: epath.Path, text: str):
-  """Replaces the file at once: through a renamed temporary file on a file
-  system, directly on an object store (gs://), where an upload is atomic and
-  a rename is a copy."""
-  if _in_object_store(path):
-    path.write_text(text)
-    return
-  temporary = path.parent / f".{path.name}.tmp"
-  temporary.write_text(text)
-  temporary.replace(path)
 
 
 @gin.configurable(denylist=["task", "data", "workdir", "eval_data"])
@@ -415,7 +400,7 @@ class Trainer:
     a refused restart leaves the work dir's config.gin as it was."""
     if self.run_config is None or jax.process_index() != 0:
       return
-    _write_text(epath.Path(self.workdir) / "config.gin", self.run_config)
+    paths.write_whole(epath.Path(self.workdir) / "config.gin", self.run_config)
 
   def _next_batch(self):
     """This host's next batch, checked by the task when it can (ids out of a

@@ -15,6 +15,8 @@ import re
 import numpy as np
 from etils import epath
 
+from soundlm.io import paths
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
@@ -25,11 +27,6 @@ class AudioFileError(ValueError):
     super().__init__(f"{os.fspath(path)}: {problem}")
     self.path = os.fspath(path)
     self.problem = problem
-
-
-def is_uri(path) -> bool:
-  """Whether `path` names an object in a store (gs://, s3://, ...), not a local file."""
-  return "://" in os.fspath(path)
 
 
 def resample(wav: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
@@ -53,7 +50,7 @@ def read_audio(path, sample_rate: int | None = None, *, allow_resample: bool = F
   """
   import soundfile as sf
 
-  data = epath.Path(path).read_bytes() if is_uri(path) else None
+  data = epath.Path(path).read_bytes() if paths.in_object_store(path) else None
 
   def source():
     return os.fspath(path) if data is None else io.BytesIO(data)
@@ -112,7 +109,7 @@ def write_wav(path, wav: np.ndarray, sample_rate: int):
   import soundfile as sf
 
   path = os.fspath(path)
-  if is_uri(path):  # an object store writes a whole object or none
+  if paths.in_object_store(path):  # an object store writes a whole object or none
     buffer = io.BytesIO()
     sf.write(buffer, np.asarray(wav, np.float32), sample_rate, subtype="PCM_16",
              format="WAV")

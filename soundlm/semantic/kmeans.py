@@ -218,24 +218,25 @@ def fit_kmeans(embeddings, num_clusters: int = 1024, *, init: str = "kmeans++",
   # every process; each batch's statistics are reduced on the devices.
   on_devices = partitioning.Partitioner(mesh).replicate
 
-  def statistics(rows, weights, centroids):
-    sums, counts, inertia = _statistics(rows, weights, on_devices(centroids.astype(np.float32)))
+  def statistics(rows, weights, placed_centroids):
+    sums, counts, inertia = _statistics(rows, weights, placed_centroids)
     return _host(sums).astype(np.float64), _host(counts).astype(np.float64), float(_host(inertia))
 
   seen = np.zeros(num_clusters)
   history = []
   for _ in range(num_iters):
+    placed = on_devices(centroids.astype(np.float32))  # once per iteration, not per batch
     if update == "lloyd":
       sums, counts, inertia = np.zeros_like(centroids), np.zeros(num_clusters), 0.0
       for rows, weights in batches.all():
-        batch_sums, batch_counts, batch_inertia = statistics(rows, weights, centroids)
+        batch_sums, batch_counts, batch_inertia = statistics(rows, weights, placed)
         sums, counts, inertia = sums + batch_sums, counts + batch_counts, inertia + batch_inertia
       centroids = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None],
                            centroids)
     else:
       rows, weights = batches.place(x[rng.choice(x.shape[0], min(batches.size, x.shape[0]),
                                                  replace=False)])
-      batch_sums, batch_counts, inertia = statistics(rows, weights, centroids)
+      batch_sums, batch_counts, inertia = statistics(rows, weights, placed)
       seen = seen + batch_counts
       step = np.where(seen > 0, 1.0 / np.maximum(seen, 1), 0.0)[:, None]
       centroids = centroids + step * (batch_sums - batch_counts[:, None] * centroids)
