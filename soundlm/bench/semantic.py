@@ -25,6 +25,7 @@ checkpoint). Clips are cut to a multiple of 0.5 s before tokenizing so that
 few shapes compile.
 """
 import argparse
+import functools
 import itertools
 import logging
 import time
@@ -103,22 +104,20 @@ def speaker_triplets(speakers) -> list[tuple[int, int, int]]:
   return triplets
 
 
+def _distance(sequences, centroids):
+  """distance(i, j) of sequences i and j (DTW is symmetric: each pair once)."""
+  @functools.cache
+  def pair(i, j):
+    return dtw_distance(sequences[i], sequences[j], centroids)
+  return lambda i, j: pair(min(i, j), max(i, j))
+
+
 def abx_scores(clips, tokens, centroids) -> dict:
   """Content and speaker ABX of the token sequences of `clips`."""
-  cache = {}
-
-  def distance(sequences):
-    def d(i, j):
-      if (i, j) not in cache:
-        cache[i, j] = cache[j, i] = dtw_distance(sequences[i], sequences[j], centroids)
-      return cache[i, j]
-    return d
-
   halves = [half for t in tokens for half in (t[:t.size // 2], t[t.size // 2:])]
-  content = abx(content_triplets(clips), distance(tokens))
-  cache.clear()
-  speaker = abx(speaker_triplets([c.speaker for c in clips]), distance(halves))
-  return {"content_abx": content, "speaker_abx": speaker}
+  return {"content_abx": abx(content_triplets(clips), _distance(tokens, centroids)),
+          "speaker_abx": abx(speaker_triplets([c.speaker for c in clips]),
+                             _distance(halves, centroids))}
 
 
 def pretrain(size: str, workdir: str, steps: int, seed: int) -> dict:
@@ -158,7 +157,8 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=None, help="pre-training steps")
   parser.add_argument("--workdir", default=None,
                       help="pre-training work dir (reused if it holds a checkpoint)")
-  parser.add_argument("--hf_dir", default=None, help="evaluate an imported HuBERT or w2v-BERT 2.0 folder")
+  parser.add_argument("--hf_dir", default=None,
+                      help="evaluate an imported HuBERT or w2v-BERT 2.0 folder")
   parser.add_argument("--layer", type=int, default=None,
                       help="hidden-state index (default: the size's TokenConfig.layer)")
   parser.add_argument("--num_clusters", type=int, default=None)
