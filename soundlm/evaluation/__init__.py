@@ -1,0 +1,1 @@
+"""Evaluation of trained models: codec, language models, semantic tokens and generation."""
