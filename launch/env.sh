@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (once) and activates the project's virtual environment in .venv.
 # Re-installs only when setup.py changes. Source it: `source launch/env.sh`.
+# Installs the test and eval extras (pytest, the GCS emulator, ViSQOL/PESQ/STOI).
 # Set SOUNDLM_JAX_EXTRA=tpu or cuda12 to install accelerator builds of jaxlib.
 # (No `set -e` here: this file is sourced.)
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +17,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[soundlm] installing soundlm and its dependencies (a few minutes the first time)" >&2
   # Stamped only when every install succeeded, so a failed one is retried.
   if "$VENV/bin/python" -m pip install --quiet --upgrade pip \
-      && "$VENV/bin/python" -m pip install --quiet -e "$REPO_ROOT[test]" \
+      && "$VENV/bin/python" -m pip install --quiet -e "$REPO_ROOT[test,eval]" \
       && { [ -z "${SOUNDLM_JAX_EXTRA:-}" ] \
            || "$VENV/bin/python" -m pip install --quiet "jax[${SOUNDLM_JAX_EXTRA}]"; }; then
     echo "$WANT" > "$STAMP"
