@@ -4,19 +4,10 @@
     python -m soundlm.bench.semantic --size tiny --workdir=/tmp/w2v_bert_tiny
     python -m soundlm.bench.semantic --hf_dir=/models/w2v-bert-2.0 --layer=17
 
-Two ABX discrimination scores (chance 0.5) on the built-in corpus's held-out
-validation clips (Harvard sentences, each voice once), which neither the
-pre-training nor k-means saw. The distance of two token sequences is the
-mean cost along their dynamic-time-warping path, a step costing the distance
-of the two tokens' centroids.
-
-* content: A and X are the same sentence read by two voices, B another
-  sentence by a third voice; correct when X is closer to A than to B.
-* speaker: A and X are the two halves of one clip (one voice, different
-  words), B a half of another voice's clip; correct when X is closer to A.
-
-Tokens that follow content score high on the first and near 0.5 on the
-second. k-means is fitted on the training split once per `--seeds` seed and
+Two ABX discrimination scores (chance 0.5; `soundlm.evaluation.abx`: content
+and speaker) on the built-in corpus's held-out validation clips (Harvard
+sentences, each voice once), which neither the pre-training nor k-means saw.
+k-means is fitted on the training split once per `--seeds` seed and
 the scores are given as mean and spread over seeds.
 
 Without `--hf_dir` the w2v-BERT model of `--size` is pre-trained for `--steps`
@@ -25,8 +16,6 @@ checkpoint). Clips are cut to a multiple of 0.5 s before tokenizing so that
 few shapes compile.
 """
 import argparse
-import functools
-import itertools
 import logging
 import time
 
@@ -36,6 +25,8 @@ import optax
 
 from soundlm import partitioning
 from soundlm.bench import common
+from soundlm.evaluation.abx import (abx_scores, content_triplets, speaker_triplets,
+                                    tokenize_clips)
 from soundlm.semantic.api import SemanticEmbedder, SemanticTokenizer
 from soundlm.semantic.config import read_config, read_token_config
 from soundlm.semantic.data import SpeechCrops
@@ -46,78 +37,6 @@ from soundlm.trainer import Trainer
 
 SIZES = {"tiny": dict(steps=3000, batch=8, crop_seconds=2.0, learning_rate=2e-3),
          "paper": dict(steps=20_000, batch=32, crop_seconds=4.0, learning_rate=5e-4)}
-BUCKET = 8000  # samples: clips are cut to a multiple of 0.5 s
-
-
-def dtw_distance(a: np.ndarray, b: np.ndarray, centroids: np.ndarray) -> float:
-  """Mean step cost along the cheapest monotonic alignment of token sequences
-  a and b (steps right, down, diagonal), a step costing the Euclidean distance
-  of the two tokens' centroids."""
-  if a.size == 0 or b.size == 0:
-    raise ValueError(f"dtw_distance: empty token sequence (lengths {a.size}, {b.size})")
-  cost = np.linalg.norm(centroids[a][:, None] - centroids[b][None], axis=-1)
-  total = np.full((a.size + 1, b.size + 1), np.inf)
-  steps = np.zeros((a.size + 1, b.size + 1))
-  total[0, 0] = 0.0
-  for i in range(1, a.size + 1):
-    for j in range(1, b.size + 1):
-      moves = ((i - 1, j - 1), (i - 1, j), (i, j - 1))
-      k = min(moves, key=lambda m: total[m])
-      total[i, j] = total[k] + cost[i - 1, j - 1]
-      steps[i, j] = steps[k] + 1
-  return float(total[-1, -1] / steps[-1, -1])
-
-
-def abx(triplets, distance) -> float:
-  """Fraction of (a, b, x) with distance(a, x) < distance(b, x), ties half."""
-  scores = [0.5 if distance(a, x) == distance(b, x) else float(distance(a, x) < distance(b, x))
-            for a, b, x in triplets]
-  if not scores:
-    raise ValueError("abx: no triplets")
-  return float(np.mean(scores))
-
-
-def content_triplets(clips) -> list[tuple[int, int, int]]:
-  """(A, B, X) clip indices: A, X one sentence by two voices; B another
-  sentence by a voice that is neither."""
-  triplets = []
-  for a, x in itertools.permutations(range(len(clips)), 2):
-    if clips[a].text != clips[x].text or clips[a].speaker == clips[x].speaker:
-      continue
-    triplets += [(a, b, x) for b in range(len(clips))
-                 if clips[b].text != clips[x].text
-                 and clips[b].speaker not in (clips[a].speaker, clips[x].speaker)]
-  if not triplets:
-    raise ValueError("content ABX needs a sentence read by two voices and another sentence")
-  return triplets
-
-
-def speaker_triplets(speakers) -> list[tuple[int, int, int]]:
-  """(A, B, X) half indices (clip i's halves are 2i and 2i+1): A, X the two
-  halves of one clip; B the same half of a clip by another voice."""
-  triplets = []
-  for i, j in itertools.permutations(range(len(speakers)), 2):
-    if speakers[i] != speakers[j]:
-      triplets += [(2 * i, 2 * j, 2 * i + 1), (2 * i + 1, 2 * j + 1, 2 * i)]
-  if not triplets:
-    raise ValueError("speaker ABX needs clips by two voices")
-  return triplets
-
-
-def _distance(sequences, centroids):
-  """distance(i, j) of sequences i and j (DTW is symmetric: each pair once)."""
-  @functools.cache
-  def pair(i, j):
-    return dtw_distance(sequences[i], sequences[j], centroids)
-  return lambda i, j: pair(min(i, j), max(i, j))
-
-
-def abx_scores(clips, tokens, centroids) -> dict:
-  """Content and speaker ABX of the token sequences of `clips`."""
-  halves = [half for t in tokens for half in (t[:t.size // 2], t[t.size // 2:])]
-  return {"content_abx": abx(content_triplets(clips), _distance(tokens, centroids)),
-          "speaker_abx": abx(speaker_triplets([c.speaker for c in clips]),
-                             _distance(halves, centroids))}
 
 
 def pretrain(size: str, workdir: str, steps: int, seed: int) -> dict:
@@ -138,16 +57,6 @@ def pretrain(size: str, workdir: str, steps: int, seed: int) -> dict:
     raise SystemExit(f"pre-training stopped by a signal before step {steps}; rerun with "
                      f"--workdir={workdir} to resume it")
   return metrics
-
-
-def tokenize_clips(tokenizer: SemanticTokenizer, clips) -> list[np.ndarray]:
-  out = []
-  for clip in clips:
-    usable = clip.waveform.size // BUCKET * BUCKET
-    if usable == 0:
-      raise ValueError(f"{clip.path}: shorter than {BUCKET / 16000} s")
-    out.append(np.asarray(tokenizer.tokenize(clip.waveform[None, :usable]))[0])
-  return out
 
 
 def main(argv=None):
