@@ -6,6 +6,7 @@
     soundlm decode --manifest=items.jsonl --output_dir=out ...
     soundlm bench runtime --size tiny
     soundlm compile --topology v4-128 --program soundstorm_train
+    soundlm eval --codec=/tmp/codec --out=/tmp/eval
     soundlm quickstart
 
 Each subcommand runs the same code as its `python -m` module.
@@ -21,6 +22,8 @@ SUBCOMMANDS = {
     "quickstart": ("soundlm.quickstart", "train tiny models of everything and generate"),
     "compile": ("soundlm.compile", "compile programs for a TPU slice without one: "
                 "memory, FLOPs, fit"),
+    "eval": ("soundlm.evaluate", "evaluate work dirs: codec quality vs kbps, semantic ABX, "
+             "held-out LM loss, generation"),
 }
 BENCHMARKS = ("runtime", "codec", "audiolm", "train", "soundstorm", "semantic", "input")
 

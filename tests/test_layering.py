@@ -49,6 +49,8 @@ LAYERS = (
         "soundlm.cli",
         "soundlm.bench",
         "soundlm.compile",
+        "soundlm.evaluate",
+        "soundlm.evaluation",
     )),
 )
 
