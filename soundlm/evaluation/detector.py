@@ -135,9 +135,13 @@ def evaluate(real: Sequence[np.ndarray], generated: Sequence[np.ndarray], *,
   model = TokenClassifier(levels.pop(), codebook_size, config)
   params = _train(model, split[0][0], split[1][0], config)
   def clip_logits(clips):
-    """Each clip's window logits, from one batch of every window of the clips."""
+    """Each clip's window logits, from one batch of every window of the clips
+    (padded to a multiple of 64 windows, so that few shapes compile)."""
     windows = [_windows(c, window) for c in clips]
-    logits = np.asarray(_logits(params, np.concatenate(windows), model=model))
+    batch = np.concatenate(windows)
+    padded = np.zeros((-(-len(batch) // 64) * 64,) + batch.shape[1:], batch.dtype)
+    padded[:len(batch)] = batch
+    logits = np.asarray(_logits(params, padded, model=model))[:len(batch)]
     return np.split(logits, np.cumsum([len(w) for w in windows])[:-1])
 
   result = {}
