@@ -150,7 +150,7 @@ def evaluate(out_dir: str, *, suites=None, workdirs=(), codec: str | None = None
     elif suite == "lm":
       results[suite] = _lm_suite(settings, stages, soundstorm_crop_seconds, progress)
     else:
-      results[suite] = _generation_suite(settings, stages, kmeans, progress)
+      results[suite] = _generation_suite(settings, stages)
     results[suite]["seconds"] = time.time() - start
   print(report.save(out_dir, results, settings))
   print(f"wrote eval.json and eval.md to {out_dir}")
@@ -215,8 +215,22 @@ def _lm_suite(settings: dict, stages: dict, crop_seconds, progress: bool) -> dic
   return {"suite": "lm", "split": settings["split"], "models": results}
 
 
-def _generation_suite(settings: dict, stages: dict, kmeans, progress: bool) -> dict:
-  raise NotImplementedError("generation suite: soundlm.evaluation.generation is not wired yet")
+def _generation_suite(settings: dict, stages: dict) -> dict:
+  """The whole pipeline's continuations of held-out speech (`evaluate_generation`)."""
+  from soundlm.evaluation.generation import evaluate_generation
+
+  w2v_bert, _, kmeans = (settings["semantic"] or "").partition(",")
+  missing = [f"--{flag}" for stage, flag in STAGE_FLAGS.items() if stages[stage] is None]
+  missing += [] if settings["codec"] else ["--codec"]
+  missing += [] if kmeans and not w2v_bert.startswith("hf:") else ["--semantic=WORKDIR,KMEANS"]
+  if missing:
+    raise ValueError(f"the generation suite runs the whole pipeline: give {', '.join(missing)}")
+  result = evaluate_generation(
+      {"codec_workdir": settings["codec"], "w2v_bert_workdir": w2v_bert, "kmeans_path": kmeans,
+       "semantic_workdir": stages["semantic"], "coarse_workdir": stages["coarse"],
+       "fine_workdir": stages["fine"], "soundstorm_workdir": settings["soundstorm"]},
+      max_prompts=settings["max_clips"], seed=settings["seed"])
+  return {"suite": "generation", **result}
 
 
 def main(argv=None) -> int:

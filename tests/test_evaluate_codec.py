@@ -144,6 +144,8 @@ def test_bad_input_is_a_clear_error(codec_workdir, clips_dir, tmp_path, capsys):
   assert "choose among" in _error([f"--codec={codec_workdir}", "--metrics=bleu",
                                    f"--out={tmp_path}"], capsys)
   assert "nothing to evaluate" in _error([f"--out={tmp_path}"], capsys)
+  assert "--coarse_stage" in _error([f"--codec={codec_workdir}", "--suite=generation",
+                                     f"--out={tmp_path}"], capsys)
   assert "needs token shards" in _error([f"--soundstorm={soundstorm}", f"--out={tmp_path}"],
                                         capsys)
   assert "needs its k-means file" in _error([f"--semantic={w2v_bert}", f"--out={tmp_path}"],
