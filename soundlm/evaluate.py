@@ -37,6 +37,8 @@ import gin
 
 from soundlm import gin_utils
 from soundlm.evaluation import baselines as baselines_lib
+# Imported before gin parses: it registers the generation pipeline's configurables.
+from soundlm.evaluation import generation as generation_lib
 from soundlm.evaluation import metrics as metrics_lib
 from soundlm.evaluation import workdirs as workdir_checks
 
@@ -217,15 +219,13 @@ def _lm_suite(settings: dict, stages: dict, crop_seconds, progress: bool) -> dic
 
 def _generation_suite(settings: dict, stages: dict) -> dict:
   """The whole pipeline's continuations of held-out speech (`evaluate_generation`)."""
-  from soundlm.evaluation.generation import evaluate_generation
-
   w2v_bert, _, kmeans = (settings["semantic"] or "").partition(",")
   missing = [f"--{flag}" for stage, flag in STAGE_FLAGS.items() if stages[stage] is None]
   missing += [] if settings["codec"] else ["--codec"]
   missing += [] if kmeans and not w2v_bert.startswith("hf:") else ["--semantic=WORKDIR,KMEANS"]
   if missing:
     raise ValueError(f"the generation suite runs the whole pipeline: give {', '.join(missing)}")
-  result = evaluate_generation(
+  result = generation_lib.evaluate_generation(
       {"codec_workdir": settings["codec"], "w2v_bert_workdir": w2v_bert, "kmeans_path": kmeans,
        "semantic_workdir": stages["semantic"], "coarse_workdir": stages["coarse"],
        "fine_workdir": stages["fine"], "soundstorm_workdir": settings["soundstorm"]},
