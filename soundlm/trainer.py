@@ -48,18 +48,33 @@ class Phase:
   gradient is taken with respect to `variables['params'][name]`; `updates`
   maps non-param collection names to their new values. The phase is skipped
   (parameters and optimizer state unchanged) before `start_step`.
+
+  `learning_rate(update_count)`, logged as `<name>/learning_rate`, defaults to
+  the schedule of an optimizer built by `make_optimizer`; without one the rate
+  is not logged.
   """
   name: str
   loss_fn: LossFn
   optimizer: optax.GradientTransformation
   start_step: int = 0
+  learning_rate: optax.Schedule | None = None
+
+  def __post_init__(self):
+    if self.learning_rate is None:
+      object.__setattr__(self, "learning_rate", getattr(self.optimizer, "learning_rate", None))
 
 
 class Task(Protocol):
   """What is trained. A task of a model family also has `model_config`, the
   family's config dataclass, which the trainer records in the work dir, and
   may have `check_batch(local_batch)`, which raises ValueError on input the
-  model cannot take (run on the host for every batch)."""
+  model cannot take (run on the host for every batch).
+
+  With `eval_data`, `evaluate(variables, batch, rng) -> {name: scalar}` is
+  averaged over `eval_steps` batches and logged as `eval/<name>`; a task that
+  makes sound may add `eval_audio(variables, batch, rng) -> {name: [B, N]
+  waveform}` and `sample_rate`, whose first clips TensorBoard plays and shows
+  as spectrograms."""
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict: ...
   def phases(self) -> Sequence[Phase]: ...
 
@@ -81,12 +96,24 @@ class NonFiniteLossError(RuntimeError):
 PREEMPTED_EXIT_CODE = 75
 
 
+class ScheduledOptimizer(optax.GradientTransformationExtraArgs):
+  """An optax optimizer that also holds the learning-rate schedule it applies,
+  `learning_rate(update_count)`, so the trainer logs the rate it trains with
+  instead of re-deriving it from settings."""
+
+  def __new__(cls, transformation: optax.GradientTransformation,
+              learning_rate: optax.Schedule):
+    optimizer = super().__new__(cls, transformation.init, transformation.update)
+    optimizer.learning_rate = learning_rate
+    return optimizer
+
+
 @gin.configurable
 def make_optimizer(learning_rate: float = 3e-4, warmup_steps: int = 100,
                    decay_steps: int = 10_000, end_learning_rate_fraction: float = 0.1,
                    schedule: str = "cosine", b1: float = 0.9, b2: float = 0.98,
                    weight_decay: float = 0.01, clip_norm: float | None = 1.0
-                   ) -> optax.GradientTransformation:
+                   ) -> ScheduledOptimizer:
   """AdamW with global-norm clipping and a linear warm-up then decay."""
   end_value = learning_rate * end_learning_rate_fraction
   if schedule == "cosine":
@@ -104,7 +131,7 @@ def make_optimizer(learning_rate: float = 3e-4, warmup_steps: int = 100,
     raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {schedule!r}")
   parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
   parts.append(optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay))
-  return optax.chain(*parts)
+  return ScheduledOptimizer(optax.chain(*parts), lr)
 
 
 def split_microbatches(batch, num_microbatches: int):
@@ -124,7 +151,8 @@ def _select(pred, new, old):
 
 
 class MetricsWriter:
-  """Scalars to `metrics.jsonl` and TensorBoard event files in the work dir.
+  """Scalars to `metrics.jsonl` and TensorBoard event files in the work dir;
+  eval audio (clips and their spectrograms) to TensorBoard only.
 
   A run resumed at step S forgets what an interrupted run logged after S (it
   logs those steps again): such records are dropped from metrics.jsonl and
@@ -158,11 +186,50 @@ class MetricsWriter:
       if key != "step":
         self._tensorboard.add_scalar(key, value, step)
 
+  def write_audio(self, step: int, clips: Mapping[str, np.ndarray], sample_rate: int):
+    """Waveforms `{name: [C, N]}` to TensorBoard: clip c as the audio
+    `eval_audio/<name>/<c>` (clipped to [-1, 1], as any wav writer would) and
+    its log-mel spectrogram image `eval_mel/<name>/<c>`."""
+    if not self._enabled:
+      return
+    for name, waveforms in clips.items():
+      for index, wav in enumerate(np.clip(np.asarray(waveforms, np.float32), -1.0, 1.0)):
+        self._tensorboard.add_audio(f"eval_audio/{name}/{index}", wav, step,
+                                    sample_rate=sample_rate)
+        self._tensorboard.add_image(f"eval_mel/{name}/{index}",
+                                    log_mel_image(wav, sample_rate), step, dataformats="HW")
+    self._tensorboard.flush()
+
   def close(self):
     if self._enabled:
       if self._jsonl is not None:
         self._jsonl.close()
       self._tensorboard.close()
+
+
+def log_mel_image(wav: np.ndarray, sample_rate: int, num_mels: int = 80,
+                  floor_db: float = -80.0) -> np.ndarray:
+  """[N] waveform -> [num_mels, frames] image in [0, 1], low frequencies at the
+  bottom: the log-mel magnitude from `floor_db` to 0 dB (a full-scale sine), on
+  one fixed scale so that an input and its reconstruction compare by eye.
+
+  NumPy, with a ~64 ms Hann window (1024 samples at 16 kHz) and a quarter of it
+  as hop: the trainer sits below the codec and cannot use its spectral module.
+  """
+  window = 2 ** int(np.log2(max(min(0.064 * sample_rate, len(wav)), 2)))
+  frames = np.lib.stride_tricks.sliding_window_view(wav, window)[::window // 4]
+  taper = np.hanning(window + 1)[:-1]
+  magnitude = np.abs(np.fft.rfft(frames * (2.0 * taper / taper.sum()), axis=-1))
+  hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+  edges = 700.0 * (10.0 ** (np.linspace(0.0, hz_to_mel(sample_rate / 2), num_mels + 2)
+                           / 2595.0) - 1.0)
+  freqs = np.linspace(0.0, sample_rate / 2, window // 2 + 1)[:, None]
+  rising = (freqs - edges[:-2]) / (edges[1:-1] - edges[:-2])
+  falling = (edges[2:] - freqs) / (edges[2:] - edges[1:-1])
+  filters = np.maximum(0.0, np.minimum(rising, falling))
+  filters /= np.maximum(filters.sum(axis=0), 1e-9)  # each band: the mean magnitude it covers
+  decibels = 20.0 * np.log10(np.maximum(magnitude @ filters, 1e-10))
+  return np.clip(1.0 - decibels / floor_db, 0.0, 1.0).T[::-1].astype(np.float32)
 
 
 def _records_until(path: epath.Path, step: int) -> list[str]:
@@ -194,15 +261,21 @@ class Trainer:
                log_every: int = 10, checkpoint_every: int = 100, keep_checkpoints: int = 3,
                eval_data: Callable[[], Iterator[dict]] | None = None,
                eval_every: int = 0, eval_steps: int = 1,
+               eval_audio: bool = True, eval_audio_clips: int = 2,
                mesh: jax.sharding.Mesh | None = None, rules=None,
                async_checkpoints: bool = True, run_config: str | None = None):
     if num_steps < 1 or microbatches < 1 or log_every < 1:
       raise ValueError("num_steps, microbatches and log_every must be >= 1, got "
                        f"{num_steps}, {microbatches}, {log_every}")
+    if eval_audio_clips < 1:
+      raise ValueError(f"eval_audio_clips must be >= 1, got {eval_audio_clips}")
     self.task, self.data, self.workdir = task, data, workdir
     self.num_steps, self.microbatches = num_steps, microbatches
     self.seed, self.log_every = seed, log_every
     self.eval_data, self.eval_every, self.eval_steps = eval_data, eval_every, eval_steps
+    # Listening samples of a task with `eval_audio`: the first clips of the
+    # first eval batch, at each evaluation, in TensorBoard.
+    self.eval_audio, self.eval_audio_clips = eval_audio, eval_audio_clips
     self.mesh = mesh if mesh is not None else partitioning.make_mesh()
     self.rules = rules if rules is not None else partitioning.logical_axis_rules()
     self.phases = tuple(task.phases())
@@ -297,6 +370,10 @@ class Trainer:
     }
     metrics = {k: jnp.mean(v) for k, v in metrics.items()}
     metrics.update(loss=loss, grad_norm=grad_norm)
+    if phase.learning_rate is not None:
+      # The rate of this update: the phase has made step - start_step before it.
+      metrics["learning_rate"] = jnp.asarray(
+          phase.learning_rate(state["step"] - phase.start_step), jnp.float32)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     return new_state, {f"{phase.name}/{k}": v for k, v in metrics.items()}, finite
 
@@ -361,19 +438,37 @@ class Trainer:
       return self._sigterm
     return bool(np.any(multihost_utils.process_allgather(np.int32(self._sigterm))))
 
-  def _evaluate(self, state, step, writer):
+  def _compile_eval(self):
+    """(evaluate, eval_audio) jitted once per run, or None where there is
+    nothing to run: a jit made at each evaluation traces and compiles anew."""
     evaluate = getattr(self.task, "evaluate", None)
     if evaluate is None or self.eval_data is None:
-      return
+      return None, None
+    replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    task_audio = getattr(self.task, "eval_audio", None) if self.eval_audio else None
+    eval_fn = jax.jit(evaluate, out_shardings=replicated)
+    if task_audio is None:
+      return eval_fn, None
+
+    def eval_audio(variables, batch, rng):
+      return {name: wav[:self.eval_audio_clips]
+              for name, wav in task_audio(variables, batch, rng).items()}
+
+    return eval_fn, jax.jit(eval_audio, out_shardings=replicated)
+
+  def _evaluate(self, state, step, writer, eval_fn, audio_fn):
+    """Averages `eval_fn` over `eval_steps` batches; `audio_fn`'s clips of the
+    first batch go to TensorBoard. Every process computes, process 0 writes."""
     variables = {"params": state["params"], **state["collections"]}
     totals: dict[str, float] = {}
-    with partitioning.activate(self.mesh, self.rules):
-      eval_fn = jax.jit(evaluate)
-      for i, local_batch in zip(range(self.eval_steps), self.eval_data()):
-        batch = partitioning.global_batch(local_batch, self.mesh)
-        metrics = jax.device_get(eval_fn(variables, batch, jax.random.key(i)))
-        for k, v in metrics.items():
-          totals[k] = totals.get(k, 0.0) + float(v) / self.eval_steps
+    for i, local_batch in zip(range(self.eval_steps), self.eval_data()):
+      batch = partitioning.global_batch(local_batch, self.mesh)
+      metrics = jax.device_get(eval_fn(variables, batch, jax.random.key(i)))
+      for k, v in metrics.items():
+        totals[k] = totals.get(k, 0.0) + float(v) / self.eval_steps
+      if i == 0 and audio_fn is not None:
+        clips = jax.device_get(audio_fn(variables, batch, jax.random.key(i)))
+        writer.write_audio(step, clips, self.task.sample_rate)
     writer.write(step, totals, prefix="eval")
     logging.info("eval step %d: %s", step, _format(totals))
 
@@ -436,6 +531,7 @@ class Trainer:
     try:
       with partitioning.activate(self.mesh, self.rules):
         step_fn = self._compile_step(shardings, first_batch)
+        eval_fn, audio_fn = self._compile_eval()
         window_start, window_steps = time.time(), 0
         while step < self.num_steps:
           batch = pending if pending is not None else self._next_batch()
@@ -464,8 +560,8 @@ class Trainer:
             window_start, window_steps = time.time(), 0
           self.checkpointer.save(step, state, self.data.get_state(),
                                  force=self.preempted or step == self.num_steps)
-          if self.eval_every and step % self.eval_every == 0:
-            self._evaluate(state, step, writer)
+          if eval_fn is not None and self.eval_every and step % self.eval_every == 0:
+            self._evaluate(state, step, writer, eval_fn, audio_fn)
           if self.preempted:
             logging.warning("preempted: saved step %d, exiting", step)
             break

@@ -171,3 +171,20 @@ class CodecTask:
       metrics[f"{name}/xcorr_peak"] = jnp.mean(peak)
       metrics[f"{name}/xcorr_lag"] = jnp.mean(jnp.abs(lag).astype(jnp.float32))
     return metrics
+
+  @property
+  def sample_rate(self) -> int:
+    """The rate of `eval_audio`'s waveforms."""
+    return self.model.sample_rate
+
+  def eval_audio(self, variables, batch, rng):
+    """What `evaluate` measures, to listen to (the trainer writes the first
+    clips to TensorBoard): the input and its reconstructions with all levels
+    and with one level, each [B, N]."""
+    del rng
+    wav = self._waveform(batch)
+    generator = {"params": variables["params"]["generator"], COLLECTION: variables[COLLECTION]}
+    clips = {"input": wav}
+    for name, levels in (("all_levels", self.model.num_levels), ("one_level", 1)):
+      clips[name], _ = self.model.apply(generator, wav, num_levels=levels)
+    return clips
