@@ -89,8 +89,8 @@ def test_soundstorm_figures_per_level(tokens, tmp_path):
                                semantic_vocab=8, crop_seconds=0.4)
   (batch, rows), = list(lm.held_out_batches(spec, "validation", 8, 0))
   batch = {k: v[:rows] for k, v in batch.items()}
-  figures = jax.jit(SoundStormTask(config).evaluate)({"params": {"model": model.variables["params"]}},
-                                            batch, jax.random.key(0))
+  variables = {"params": {"model": model.variables["params"]}}
+  figures = jax.jit(SoundStormTask(config).evaluate)(variables, batch, jax.random.key(0))
   for level in result["levels"]:
     assert level["targets"] == batch["padding_mask"].sum()
     assert level["loss"] == pytest.approx(float(figures[f"level_{level['level']}/loss"]),

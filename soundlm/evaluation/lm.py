@@ -119,7 +119,8 @@ def evaluate_stage(workdir: str, tokens, *, split: str = SPLIT, batch_size: int 
     spec = tasks.audiolm_task(stage=layout.stage, tokens={corpus: directory}, layout=layout)
     totals = {k: np.zeros(layout.target_levels) for k in ("loss", "correct", "targets")}
     examples = 0
-    counter = Progress(f"lm {layout.stage} stage, {corpus}", -(-_num_examples(directory, split) // batch_size),
+    batches = -(-_num_examples(directory, split) // batch_size)
+    counter = Progress(f"lm {layout.stage} stage, {corpus}", batches,
                        "batches", enabled=progress)
     for batch, rows in held_out_batches(spec, split, batch_size, seed):
       for key, value in jax.device_get(sums_fn(model.variables["params"],
@@ -173,7 +174,8 @@ def evaluate_soundstorm(workdir: str, tokens, *, split: str = SPLIT, batch_size:
         crop_seconds=crop_seconds, frames_per_semantic=config.frames_per_semantic_token)
     loss, correct, frames = (np.zeros(config.num_levels) for _ in range(3))
     examples = 0
-    counter = Progress(f"lm soundstorm, {corpus}", -(-_num_examples(directory, split) // batch_size),
+    batches = -(-_num_examples(directory, split) // batch_size)
+    counter = Progress(f"lm soundstorm, {corpus}", batches,
                        "batches", enabled=progress)
     for batch, rows in held_out_batches(spec, split, batch_size, seed):
       metrics = jax.device_get(evaluate(variables, batch, jax.random.key(0)))
