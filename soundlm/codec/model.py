@@ -16,26 +16,32 @@ import gin
 import jax.numpy as jnp
 
 from soundlm.layers.conv import CausalConv1D, CausalConvTranspose1D
+from soundlm.layers.initializers import DEFAULT_KERNEL_INIT
 from soundlm.layers.rvq import ResidualVectorQuantizer
 
 _ACTIVATIONS = ("batch", "length", None)
 
 
 class ResidualUnit(nn.Module):
-  """x + ELU(conv1(ELU(conv7_dilated(x))))."""
+  """x + ELU(conv1(ELU(conv7_dilated(x)))).
+
+  With `zero_init` the 1x1 convolution starts at zero, so the unit starts as
+  the identity (see SoundStreamConfig.zero_init_residuals).
+  """
   channels: int
   dilation: int
   kernel_size: int = 7
+  zero_init: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, stream: bool = False):
-    conv = lambda kernel, dilation: CausalConv1D(  # noqa: E731
-        self.channels, kernel, dilation=dilation, dtype=self.dtype,
-        param_dtype=self.param_dtype)
-    y = nn.elu(conv(self.kernel_size, self.dilation)(x, stream=stream))
-    y = nn.elu(conv(1, 1)(y, stream=stream))
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = nn.elu(CausalConv1D(self.channels, self.kernel_size, dilation=self.dilation, **kw)(
+        x, stream=stream))
+    last_init = nn.initializers.zeros_init() if self.zero_init else DEFAULT_KERNEL_INIT
+    y = nn.elu(CausalConv1D(self.channels, 1, kernel_init=last_init, **kw)(y, stream=stream))
     return x + y
 
 
@@ -46,6 +52,7 @@ class Encoder(nn.Module):
   strides: Sequence[int]
   dilations: Sequence[int] = (1, 3, 9)
   kernel_size: int = 7
+  zero_init_residuals: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -58,7 +65,8 @@ class Encoder(nn.Module):
     channels = self.channels
     for stride in self.strides:
       for dilation in self.dilations:
-        x = ResidualUnit(channels, dilation, self.kernel_size, **kw)(x, stream=stream)
+        x = ResidualUnit(channels, dilation, self.kernel_size, self.zero_init_residuals,
+                         **kw)(x, stream=stream)
       channels *= 2
       x = nn.elu(CausalConv1D(channels, 2 * stride, stride=stride, **kw)(x, stream=stream))
       x = nn.with_logical_constraint(x, _ACTIVATIONS)
@@ -71,6 +79,7 @@ class Decoder(nn.Module):
   strides: Sequence[int]
   dilations: Sequence[int] = (1, 3, 9)
   kernel_size: int = 7
+  zero_init_residuals: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -83,7 +92,8 @@ class Decoder(nn.Module):
       channels //= 2
       x = nn.elu(CausalConvTranspose1D(channels, 2 * stride, stride, **kw)(x, stream=stream))
       for dilation in self.dilations:
-        x = ResidualUnit(channels, dilation, self.kernel_size, **kw)(x, stream=stream)
+        x = ResidualUnit(channels, dilation, self.kernel_size, self.zero_init_residuals,
+                         **kw)(x, stream=stream)
       x = nn.with_logical_constraint(x, _ACTIVATIONS)
     return CausalConv1D(1, self.kernel_size, axes=("conv_in", None), **kw)(x, stream=stream)
 
@@ -113,6 +123,10 @@ class SoundStreamConfig:
   dead_code_patience: float = 4.0
   quantizer_dropout_rate: float = 1.0
   commitment_weight: float = 1.0
+  # Each residual unit starts as the identity (its last convolution at zero):
+  # a deep stack then trains like a shallow one at first (docs/codec.md,
+  # "Why the tiny codec learns slowly").
+  zero_init_residuals: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
 
@@ -182,7 +196,8 @@ class SoundStream(CodecModule, nn.Module):
   def setup(self):
     c = self.config
     kw = dict(dilations=c.dilations, kernel_size=c.kernel_size,
-              dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+              zero_init_residuals=c.zero_init_residuals, dtype=jnp.dtype(c.dtype),
+              param_dtype=jnp.dtype(c.param_dtype))
     self.encoder = Encoder(c.channels, c.embedding_dim, c.strides, **kw)
     self.decoder = Decoder(c.channels, c.strides, **kw)
     self.quantizer = ResidualVectorQuantizer(

@@ -78,6 +78,7 @@ class CausalConv1D(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
   axes: tuple = ("conv_in", "conv_out")  # logical names of the kernel's channel dims
   padding: str = "zeros"  # or 'reflect': the start mirrored (see the module docstring)
+  kernel_init: nn.initializers.Initializer = initializers.DEFAULT_KERNEL_INIT
 
   @property
   def history(self) -> int:
@@ -103,7 +104,7 @@ class CausalConv1D(nn.Module):
           f"groups={self.groups} must divide input channels {channels} and features "
           f"{self.features}")
     kernel = self.param(
-        "kernel", initializers.kernel((None,) + tuple(self.axes)),
+        "kernel", initializers.kernel((None,) + tuple(self.axes), self.kernel_init),
         (self.kernel_size, channels // self.groups, self.features), self.param_dtype)
     kernel = kernel.astype(self.dtype)
     if self.stride == 1:
