@@ -7,9 +7,13 @@ Steps (each a real entry point run as its own process; a step whose outputs
 exist is skipped, so an interrupted job resumes):
 codec -> w2v-BERT -> k-means -> token shards (speech, piano) -> AudioLM
 stages 1, 2, 3 -> SoundStorm -> generation (speech continuations with
-SoundStorm and with AudioLM stages 2+3, a piano continuation) -> report.
+SoundStorm and with AudioLM stages 2+3, a piano continuation, and each
+prompt's clip resynthesised by the codec alone) -> evaluation -> report.
 The output folder gets the audio, spectrograms of prompt + continuation,
-`report.md` with final losses and timings, and each run's work dir.
+`report.md` (the codec's figures on held-out speech beside silence, noise and
+one-frame-delayed baselines, speaker similarity and synthetic-speech
+detection of the continuations, which stage limits the quality, final
+losses, compile and generation times), `eval.json`, and each run's work dir.
 """
 import argparse
 import dataclasses
@@ -138,30 +142,43 @@ def spectrogram_png(path: str, audio: np.ndarray, sample_rate: int, prompt_secon
   plt.close(figure)
 
 
-def generate_examples(out: str, prompt_seconds: float, duration: float) -> dict:
-  """Speech continuations (SoundStorm and AR acoustic stages) and a piano one."""
-  from soundlm import generate as generate_lib
+def validation_prompts(prompt_seconds: float, duration: float) -> dict[str, list]:
+  """The held-out clips the generation step continues; raises before any
+  training when the arguments or the corpus cannot give them."""
+  if prompt_seconds <= 0:
+    raise ValueError(f"--prompt_seconds must be positive, got {prompt_seconds}")
+  if duration <= prompt_seconds:
+    raise ValueError(f"--duration ({duration} s) must be longer than --prompt_seconds "
+                     f"({prompt_seconds} s): the output is the prompt and its continuation")
+  prompts = {}
+  for kind, count in (("speech", 2), ("piano", 1)):
+    clips = [c for c in corpus.load_builtin("validation", kind=kind)
+             if c.waveform.size >= duration * c.sample_rate]
+    if not clips:
+      raise ValueError(f"the built-in {kind} validation split has no clip of --duration "
+                       f"{duration} s or more")
+    prompts[kind] = clips[:count]
+  return prompts
 
-  pipeline = generate_lib.load_pipeline(
-      codec_workdir=f"{out}/codec", w2v_bert_workdir=f"{out}/w2v_bert",
-      kmeans_path=f"{out}/kmeans.npz", semantic_workdir=f"{out}/semantic_stage",
-      coarse_workdir=f"{out}/coarse_stage", fine_workdir=f"{out}/fine_stage",
-      soundstorm_workdir=f"{out}/soundstorm")
+
+def generate_examples(out: str, pipeline, prompts: dict, prompt_seconds: float,
+                      duration: float) -> dict:
+  """Speech continuations (SoundStorm and AR acoustic stages), a piano one,
+  and each clip resynthesised by the codec (its first `duration` seconds
+  encoded and decoded: what the codec alone makes of the input).
+
+  Each generation runs twice: the first call compiles the decoding programs,
+  the second is the generation time a user of a warm process sees."""
   rate = pipeline.sample_rate
   samples = int(prompt_seconds * rate)
   examples = {}
-  prompts = {"speech": [c for c in corpus.load_builtin("validation", kind="speech")
-                        if c.waveform.size >= samples][:2],
-             "piano": [c for c in corpus.load_builtin("validation", kind="piano")
-                       if c.waveform.size >= samples][:1]}
-  jobs = [("speech", "soundstorm"), ("speech", "audiolm"), ("piano", "soundstorm")]
-  for kind, acoustic in jobs:
+  for kind, acoustic in [("speech", "soundstorm"), ("speech", "audiolm"), ("piano", "soundstorm")]:
     clips = prompts[kind]
-    if not clips:
-      raise ValueError(f"the built-in {kind} validation split has no clip of "
-                       f"{prompt_seconds} s or more")
-    start = time.time()
     batch = np.stack([c.waveform[:samples] for c in clips])
+    start = time.time()
+    pipeline.generate(batch, duration, rng=0, acoustic=acoustic)
+    first_call = time.time() - start
+    start = time.time()
     audio = pipeline.generate(batch, duration, rng=0, acoustic=acoustic)
     seconds = time.time() - start
     for clip, wav in zip(clips, audio):
@@ -169,20 +186,100 @@ def generate_examples(out: str, prompt_seconds: float, duration: float) -> dict:
       write_wav(os.path.join(out, f"{name}.wav"), wav, rate)
       spectrogram_png(os.path.join(out, f"{name}.png"), wav, rate, prompt_seconds,
                       f"{kind} prompt ({clip.speaker}) + {acoustic} continuation")
-      examples[name] = {"prompt": clip.path, "text": clip.text, "seconds": seconds}
+      examples[name] = {"prompt": clip.path, "text": clip.text, "seconds": seconds,
+                        "compile_seconds": max(first_call - seconds, 0.0),
+                        "real_time_factor": seconds / (len(clips) * duration)}
+  for clip in {c.id: c for clips in prompts.values() for c in clips}.values():
+    wav = clip.waveform[:int(duration * rate) // pipeline.codec.hop_length
+                        * pipeline.codec.hop_length]
+    resynthesised = np.asarray(pipeline.codec.decode(pipeline.codec.encode(wav[None])))[0]
+    write_wav(os.path.join(out, f"{clip.meta['kind']}_codec_{clip.id}.wav"), resynthesised,
+              rate)
   return examples
 
 
-def write_report(out: str, timings: dict, examples: dict) -> str:
-  lines = ["# soundlm quickstart report", "", "## Final losses", "",
-           "| run | metric | value |", "| --- | --- | --- |"]
+def evaluate_outputs(pipeline, prompt_seconds: float, duration: float) -> dict:
+  """The codec suite on held-out built-in speech (1 level and all, against
+  the baselines) and the generation suite (speaker similarity, detector)."""
+  from soundlm.evaluation import codec as codec_eval
+  from soundlm.evaluation import generation
+
+  clips = corpus.load_builtin("validation", kind="speech")
+  codec = codec_eval.evaluate_codec(
+      pipeline.codec, clips, levels=sorted({1, pipeline.codec.num_levels}),
+      metrics=("pesq", "stoi", "si_snr", "mel_distance"), progress=False)
+  return {"codec": codec, "generation": generation.evaluate_generation(
+      pipeline, prompt_seconds=prompt_seconds, duration=duration)}
+
+
+# The codec target of a useful resynthesis (issue tracker, docs/codec.md).
+TARGET_SI_SNR_DB = 5.0
+
+
+def limiting_stage(evaluation: dict) -> str:
+  """Which stage limits the quality, from the evaluation's figures: the codec
+  first (nothing downstream can sound better than its resynthesis), then
+  whether the continuations keep the prompt's voice, then the detector."""
+  rows = {row["name"]: row["figures"] for row in evaluation["codec"]["rows"]}
+  codec = rows[max((r for r in evaluation["codec"]["rows"] if r["kind"] == "codec"),
+                   key=lambda r: r["levels"])["name"]]
+  si_snr, mel = codec["si_snr"]["mean"], codec["mel_distance"]["mean"]
+  delayed_mel = rows["delayed"]["mel_distance"]["mean"]
+  if not si_snr > TARGET_SI_SNR_DB or not mel < delayed_mel:
+    return (f"the codec: its resynthesis of held-out speech is at SI-SNR {si_snr:.1f} dB "
+            f"(target > {TARGET_SI_SNR_DB:g} dB) and mel distance {mel:.3f} (the input "
+            f"delayed by one frame: {delayed_mel:.3f}), so every continuation is decoded "
+            "through a codec that does not yet reproduce its input")
+  generation = evaluation["generation"]
+  noise = generation["speaker/noise"]
+  for name in ("soundstorm", "audiolm"):
+    similarity = generation.get(f"speaker/{name}")
+    if similarity is not None and similarity <= noise + 0.05:
+      return (f"the token models: {name} continuations score speaker similarity "
+              f"{similarity:.2f} to their prompts, no better than noise ({noise:.2f}; a real "
+              f"continuation {generation['speaker/real_continuation']:.2f})")
+  return ("the token models: the codec meets its target and the continuations keep the "
+          "voice; the detector's accuracy on real vs generated speech is in the table")
+
+
+def _codec_table(codec: dict) -> list[str]:
+  metrics = codec["metrics"]
+  lines = ["| output | kbps | " + " | ".join(metrics) + " |",
+           "| --- | --- |" + " --- |" * len(metrics)]
+  for row in codec["rows"]:
+    kbps = "-" if row["kbps"] is None else f"{row['kbps']:.2f}"
+    lines.append(f"| {row['name']} | {kbps} | " + " | ".join(
+        f"{row['figures'][m]['mean']:.3f}" for m in metrics) + " |")
+  return lines
+
+
+def write_report(out: str, timings: dict, examples: dict, evaluation: dict) -> str:
+  generation = evaluation["generation"]
+  lines = ["# soundlm quickstart report", "",
+           f"**What limits the quality now:** {limiting_stage(evaluation)}.", "",
+           "## Codec on held-out built-in speech", "",
+           f"{len(evaluation['codec']['clips'])} validation clips, each resynthesised with "
+           "1 RVQ level and with all of them, beside outputs that need no codec: silence, "
+           "white noise at the clip's level, and the clip delayed by one codec frame. "
+           "Listen to `*_codec_*.wav` for what the codec alone makes of the prompts.", "",
+           *_codec_table(evaluation["codec"]), "",
+           "## Continuations of held-out speech", "",
+           "| figure | value |", "| --- | --- |"]
+  lines += [f"| {key} | {value:.3f} |" for key, value in sorted(generation.items())
+            if key.startswith(("speaker/", "detector/")) and isinstance(value, float)]
+  lines += ["", "Speaker similarity is the cosine of voice embeddings of the prompt and the "
+            "generated part; the detector is a classifier over codec tokens told real from "
+            "generated continuations, scored on held-out prompts (0.5: cannot tell).", "",
+            "## Final losses", "", "| run | metric | value |", "| --- | --- | --- |"]
   for run, metrics in final_losses(out).items():
     lines += [f"| {run} | {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
   lines += ["", "## Timings (this invocation)", "", "| step | seconds |", "| --- | --- |"]
   lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
-  lines += ["", "## Generated audio", "", "| file | prompt | generation seconds |",
-            "| --- | --- | --- |"]
-  lines += [f"| {name}.wav ({name}.png) | {info['prompt']} | {info['seconds']:.1f} |"
+  lines += ["", "## Generated audio", "",
+            "| file | prompt | compile seconds | generation seconds | real-time factor |",
+            "| --- | --- | --- | --- | --- |"]
+  lines += [f"| {name}.wav ({name}.png) | {info['prompt']} | {info['compile_seconds']:.1f} | "
+            f"{info['seconds']:.1f} | {info['real_time_factor']:.2f} |"
             for name, info in examples.items()]
   path = os.path.join(out, "report.md")
   with open(path, "w") as f:
@@ -199,19 +296,35 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
   logging.getLogger("absl").setLevel(logging.WARNING)
+  prompts = validation_prompts(args.prompt_seconds, args.duration)
   out = os.path.abspath(args.out)
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out {out} exists and is not a folder")
   os.makedirs(out, exist_ok=True)
   timings: dict[str, float] = {}
   start = time.time()
   for index, step in enumerate(STEPS, 1):
     logging.info("step %d/%d: %s", index, len(STEPS) + 1, step.name)
     run_step(step, out, timings)
-  logging.info("step %d/%d: generation", len(STEPS) + 1, len(STEPS) + 1)
+  from soundlm import generate as generate_lib
+
+  logging.info("step %d/%d: generation and evaluation", len(STEPS) + 1, len(STEPS) + 1)
   generation_start = time.time()
-  examples = generate_examples(out, args.prompt_seconds, args.duration)
+  pipeline = generate_lib.load_pipeline(
+      codec_workdir=f"{out}/codec", w2v_bert_workdir=f"{out}/w2v_bert",
+      kmeans_path=f"{out}/kmeans.npz", semantic_workdir=f"{out}/semantic_stage",
+      coarse_workdir=f"{out}/coarse_stage", fine_workdir=f"{out}/fine_stage",
+      soundstorm_workdir=f"{out}/soundstorm")
+  examples = generate_examples(out, pipeline, prompts, args.prompt_seconds, args.duration)
   timings["generation"] = time.time() - generation_start
+  evaluation_start = time.time()
+  evaluation = evaluate_outputs(pipeline, args.prompt_seconds, args.duration)
+  with open(os.path.join(out, "eval.json"), "w") as f:
+    json.dump(evaluation, f, indent=1, default=float)
+  timings["evaluation"] = time.time() - evaluation_start
   timings["total"] = time.time() - start
-  report = write_report(out, timings, examples)
+  report = write_report(out, timings, examples, evaluation)
+  logging.info("what limits the quality now: %s", limiting_stage(evaluation))
   logging.info("done in %.0f s: %s", timings["total"], report)
   return 0
 
