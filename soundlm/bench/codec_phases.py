@@ -78,12 +78,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.repeats < 1:
     parser.error(f"--repeats must be >= 1, got {args.repeats}")
-
-  def run(args, argv):
-    report = measure(args, argv)
-    common.save_report(args.out_dir, "codec_phases", report, render(report))
-    return report
-  return common.measure_or_render(args, argv, run, render)
+  return common.measure_or_render(args, argv, measure, render, save_as="codec_phases")
 
 
 if __name__ == "__main__":

@@ -383,11 +383,18 @@ def add_output_flags(parser, default_out_dir: str):
                            "(with --markdown, to regenerate a document)")
 
 
-def measure_or_render(args, argv, measure: Callable, render: Callable) -> int:
-  """The end of a benchmark's main: measure (`measure(args, argv)` -> report),
-  or load the `--from_json` report, then put `render(report)` into the
-  `--markdown` document's block."""
-  report = load_json(args.from_json) if args.from_json else measure(args, argv)
+def measure_or_render(args, argv, measure: Callable, render: Callable,
+                      save_as: str | None = None) -> int:
+  """The end of a benchmark's main: measure (`measure(args, argv)` -> report,
+  saved with `save_report` under `save_as` when given), or load the
+  `--from_json` report, then put `render(report)` into the `--markdown`
+  document's block."""
+  if args.from_json:
+    report = load_json(args.from_json)
+  else:
+    report = measure(args, argv)
+    if save_as:
+      save_report(args.out_dir, save_as, report, render(report))
   if args.markdown:
     section = args.section or default_section(report)
     replace_markdown_section(args.markdown, section, render(report))

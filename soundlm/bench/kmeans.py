@@ -67,12 +67,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.iters < 2:
     parser.error(f"--iters must be >= 2 (the first pass compiles), got {args.iters}")
-
-  def run(args, argv):
-    report = measure(args, argv)
-    common.save_report(args.out_dir, "kmeans", report, render(report))
-    return report
-  return common.measure_or_render(args, argv, run, render)
+  return common.measure_or_render(args, argv, measure, render, save_as="kmeans")
 
 
 if __name__ == "__main__":
