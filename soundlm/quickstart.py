@@ -13,7 +13,8 @@ The output folder gets the audio, spectrograms of prompt + continuation,
 `report.md` (the codec's figures on held-out speech beside silence, noise and
 one-frame-delayed baselines, speaker similarity and synthetic-speech
 detection of the continuations, which stage limits the quality, final
-losses, compile and generation times), `eval.json`, and each run's work dir.
+losses, compile and generation times), `eval.json` and `eval.md` (as
+`soundlm eval` writes them), and each run's work dir.
 """
 import argparse
 import dataclasses
@@ -28,6 +29,7 @@ import time
 import numpy as np
 
 from soundlm import trainer
+from soundlm.evaluation import report as report_lib
 from soundlm.io import corpus
 from soundlm.io.audio import write_wav
 
@@ -214,12 +216,14 @@ def evaluate_outputs(pipeline, prompt_seconds: float, duration: float) -> dict:
 
 # The codec target of a useful resynthesis (issue tracker, docs/codec.md).
 TARGET_SI_SNR_DB = 5.0
+# Continuations within this of noise's speaker similarity keep no voice.
+VOICE_MARGIN = 0.05
 
 
 def limiting_stage(evaluation: dict) -> str:
   """Which stage limits the quality, from the evaluation's figures: the codec
   first (nothing downstream can sound better than its resynthesis), then
-  whether the continuations keep the prompt's voice, then the detector."""
+  whether the continuations keep the prompt's voice."""
   rows = {row["name"]: row["figures"] for row in evaluation["codec"]["rows"]}
   codec = rows[max((r for r in evaluation["codec"]["rows"] if r["kind"] == "codec"),
                    key=lambda r: r["levels"])["name"]]
@@ -234,7 +238,7 @@ def limiting_stage(evaluation: dict) -> str:
   noise = generation["speaker/noise"]
   for name in ("soundstorm", "audiolm"):
     similarity = generation.get(f"speaker/{name}")
-    if similarity is not None and similarity <= noise + 0.05:
+    if similarity is not None and similarity <= noise + VOICE_MARGIN:
       return (f"the token models: {name} continuations score speaker similarity "
               f"{similarity:.2f} to their prompts, no better than noise ({noise:.2f}; a real "
               f"continuation {generation['speaker/real_continuation']:.2f})")
@@ -242,35 +246,15 @@ def limiting_stage(evaluation: dict) -> str:
           "voice; the detector's accuracy on real vs generated speech is in the table")
 
 
-def _codec_table(codec: dict) -> list[str]:
-  metrics = codec["metrics"]
-  lines = ["| output | kbps | " + " | ".join(metrics) + " |",
-           "| --- | --- |" + " --- |" * len(metrics)]
-  for row in codec["rows"]:
-    kbps = "-" if row["kbps"] is None else f"{row['kbps']:.2f}"
-    lines.append(f"| {row['name']} | {kbps} | " + " | ".join(
-        f"{row['figures'][m]['mean']:.3f}" for m in metrics) + " |")
-  return lines
-
-
 def write_report(out: str, timings: dict, examples: dict, evaluation: dict) -> str:
-  generation = evaluation["generation"]
   lines = ["# soundlm quickstart report", "",
            f"**What limits the quality now:** {limiting_stage(evaluation)}.", "",
-           "## Codec on held-out built-in speech", "",
-           f"{len(evaluation['codec']['clips'])} validation clips, each resynthesised with "
-           "1 RVQ level and with all of them, beside outputs that need no codec: silence, "
-           "white noise at the clip's level, and the clip delayed by one codec frame. "
-           "Listen to `*_codec_*.wav` for what the codec alone makes of the prompts.", "",
-           *_codec_table(evaluation["codec"]), "",
-           "## Continuations of held-out speech", "",
-           "| figure | value |", "| --- | --- |"]
-  lines += [f"| {key} | {value:.3f} |" for key, value in sorted(generation.items())
-            if key.startswith(("speaker/", "detector/")) and isinstance(value, float)]
-  lines += ["", "Speaker similarity is the cosine of voice embeddings of the prompt and the "
-            "generated part; the detector is a classifier over codec tokens told real from "
-            "generated continuations, scored on held-out prompts (0.5: cannot tell).", "",
-            "## Final losses", "", "| run | metric | value |", "| --- | --- | --- |"]
+           "Listen to `*_codec_*.wav` for what the codec alone makes of each prompt's clip.",
+           "", report_lib.markdown(evaluation).rstrip(), "",
+           "Speaker similarity is the cosine of voice embeddings of the prompt and the "
+           "generated part; the detector is a classifier over codec tokens told real from "
+           "generated continuations, scored on held-out prompts (0.5: cannot tell).", "",
+           "## Final losses", "", "| run | metric | value |", "| --- | --- | --- |"]
   for run, metrics in final_losses(out).items():
     lines += [f"| {run} | {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
   lines += ["", "## Timings (this invocation)", "", "| step | seconds |", "| --- | --- |"]
@@ -319,8 +303,8 @@ def main(argv=None) -> int:
   timings["generation"] = time.time() - generation_start
   evaluation_start = time.time()
   evaluation = evaluate_outputs(pipeline, args.prompt_seconds, args.duration)
-  with open(os.path.join(out, "eval.json"), "w") as f:
-    json.dump(evaluation, f, indent=1, default=float)
+  report_lib.save(out, evaluation, {"prompt_seconds": args.prompt_seconds,
+                                    "duration": args.duration})
   timings["evaluation"] = time.time() - evaluation_start
   timings["total"] = time.time() - start
   report = write_report(out, timings, examples, evaluation)

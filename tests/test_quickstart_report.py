@@ -7,10 +7,16 @@ from soundlm import quickstart
 
 def _evaluation(si_snr: float, mel: float, soundstorm_similarity: float) -> dict:
   def row(name, kind, levels, si, mel_distance):
-    return {"name": name, "kind": kind, "levels": levels, "kbps": None,
-            "figures": {"si_snr": {"mean": si}, "mel_distance": {"mean": mel_distance}}}
+    figure = lambda mean: {"mean": mean, "std": 0.0, "defined": 2, "undefined": 0}  # noqa: E731
+    return {"name": name, "kind": kind, "levels": levels,
+            "kbps": None if levels is None else 0.3 * levels,
+            "figures": {"si_snr": figure(si), "mel_distance": figure(mel_distance)}}
   return {
-      "codec": {"metrics": ["si_snr", "mel_distance"], "clips": ["a", "b"],
+      "codec": {"codec": {"model": "SoundStream", "sample_rate": 16000, "frame_rate": 50.0,
+                          "num_levels": 8, "codebook_size": 64},
+                "metrics": ["si_snr", "mel_distance"], "clips": ["a", "b"],
+                "seconds_of_audio": 8.0, "metric_sample_rate": 16000, "resampled": False,
+                "delay_samples": 320,
                 "rows": [row("1 level", "codec", 1, si_snr - 3, mel + 0.2),
                          row("8 levels", "codec", 8, si_snr, mel),
                          row("delayed", "baseline", None, -20.0, 0.66)]},
@@ -57,6 +63,7 @@ def test_report_holds_the_verdict_and_the_codec_table(tmp_path):
       _evaluation(-30.0, 1.2, 0.8))
   text = open(path).read()
   assert "**What limits the quality now:** the codec" in text
-  assert "| 8 levels | - | -30.000 | 1.200 |" in text
+  assert "| 8 levels | 2.40 | -30.000 | 1.200 |" in text
+  assert "| baseline: delayed | n/a | -20.000 | 0.660 |" in text
   assert "| speaker/soundstorm | 0.800 |" in text
   assert "| speech_soundstorm_x.wav (speech_soundstorm_x.png) | p.flac | 5.0 | 2.0 | 0.30 |" in text
