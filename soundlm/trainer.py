@@ -36,6 +36,7 @@ from soundlm import checkpoints
 from soundlm import configs
 from soundlm import partitioning
 from soundlm.io import paths
+from soundlm.io.audio import mel_filterbank
 
 LossFn = Callable[[dict, dict, jax.Array, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
 
@@ -214,20 +215,14 @@ def log_mel_image(wav: np.ndarray, sample_rate: int, num_mels: int = 80,
   one fixed scale so that an input and its reconstruction compare by eye.
 
   NumPy, with a ~64 ms Hann window (1024 samples at 16 kHz) and a quarter of it
-  as hop: the trainer sits below the codec and cannot use its spectral module.
+  as hop, over the codec losses' mel filters.
   """
   window = 2 ** int(np.log2(max(min(0.064 * sample_rate, len(wav)), 2)))
   frames = np.lib.stride_tricks.sliding_window_view(wav, window)[::window // 4]
   taper = np.hanning(window + 1)[:-1]
   magnitude = np.abs(np.fft.rfft(frames * (2.0 * taper / taper.sum()), axis=-1))
-  hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-  edges = 700.0 * (10.0 ** (np.linspace(0.0, hz_to_mel(sample_rate / 2), num_mels + 2)
-                           / 2595.0) - 1.0)
-  freqs = np.linspace(0.0, sample_rate / 2, window // 2 + 1)[:, None]
-  rising = (freqs - edges[:-2]) / (edges[1:-1] - edges[:-2])
-  falling = (edges[2:] - freqs) / (edges[2:] - edges[1:-1])
-  filters = np.maximum(0.0, np.minimum(rising, falling))
-  filters /= np.maximum(filters.sum(axis=0), 1e-9)  # each band: the mean magnitude it covers
+  filters = mel_filterbank(sample_rate, window, num_mels)
+  filters = filters / np.maximum(filters.sum(axis=0), 1e-9)  # each band: its mean magnitude
   decibels = 20.0 * np.log10(np.maximum(magnitude @ filters, 1e-10))
   return np.clip(1.0 - decibels / floor_db, 0.0, 1.0).T[::-1].astype(np.float32)
 

@@ -5,7 +5,7 @@ import pytest
 
 from soundlm.codec import losses
 from soundlm.codec.data import WaveformCrops
-from soundlm.codec.spectral import mel_filterbank
+from soundlm.io.audio import mel_filterbank
 
 
 @pytest.mark.parametrize("sample_rate", [16_000, 24_000])

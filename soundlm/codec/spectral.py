@@ -1,8 +1,8 @@
 """Short-time Fourier transforms and mel spectrograms in jnp (for losses and discriminators)."""
-import functools
-
 import jax.numpy as jnp
 import numpy as np
+
+from soundlm.io.audio import mel_filterbank
 
 
 def frames(x, window: int, hop: int):
@@ -22,28 +22,6 @@ def stft(x, window: int, hop: int):
   taper = np.hanning(window + 1)[:-1].astype(np.float32)
   taper = taper / taper.sum()
   return jnp.fft.rfft(frames(x, window, hop) * taper, axis=-1)
-
-
-@functools.lru_cache(maxsize=None)
-def mel_filterbank(sample_rate: int, window: int, num_mels: int) -> np.ndarray:
-  """[window // 2 + 1, num_mels] triangular HTK-mel filters from 0 Hz to Nyquist.
-
-  Each triangle reaches at least one frequency bin either side of its centre:
-  a mel band narrower than a bin (the low bands of short windows) would
-  otherwise hold no bin at all and contribute nothing. Widened neighbours
-  share bins, so at short windows the low bands overlap.
-  """
-  hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-  mel_to_hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
-  edges = mel_to_hz(np.linspace(0.0, hz_to_mel(sample_rate / 2), num_mels + 2))
-  freqs = np.linspace(0.0, sample_rate / 2, window // 2 + 1)
-  bin_width = sample_rate / window
-  center = edges[1:-1]
-  lower = np.minimum(edges[:-2], center - bin_width)
-  upper = np.maximum(edges[2:], center + bin_width)
-  rising = (freqs[:, None] - lower) / (center - lower)
-  falling = (upper - freqs[:, None]) / (upper - center)
-  return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
 def mel_spectrogram(x, sample_rate: int, window: int, hop: int, num_mels: int):

@@ -7,6 +7,7 @@ may be URIs such as gs://bucket/clip.wav (read and written through
 etils.epath, a whole object at a time).
 Resampling and down-mixing happen only when the caller asks for them;
 otherwise a mismatch is an error."""
+import functools
 import io
 import math
 import os
@@ -118,3 +119,25 @@ def write_wav(path, wav: np.ndarray, sample_rate: int):
   tmp = path + ".tmp.wav"
   sf.write(tmp, np.asarray(wav, np.float32), sample_rate, subtype="PCM_16")
   os.replace(tmp, path)
+
+
+@functools.lru_cache(maxsize=None)
+def mel_filterbank(sample_rate: int, window: int, num_mels: int) -> np.ndarray:
+  """[window // 2 + 1, num_mels] triangular HTK-mel filters from 0 Hz to Nyquist.
+
+  Each triangle reaches at least one frequency bin either side of its centre:
+  a mel band narrower than a bin (the low bands of short windows) would
+  otherwise hold no bin at all and contribute nothing. Widened neighbours
+  share bins, so at short windows the low bands overlap.
+  """
+  hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+  mel_to_hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+  edges = mel_to_hz(np.linspace(0.0, hz_to_mel(sample_rate / 2), num_mels + 2))
+  freqs = np.linspace(0.0, sample_rate / 2, window // 2 + 1)
+  bin_width = sample_rate / window
+  center = edges[1:-1]
+  lower = np.minimum(edges[:-2], center - bin_width)
+  upper = np.maximum(edges[2:], center + bin_width)
+  rising = (freqs[:, None] - lower) / (center - lower)
+  falling = (upper - freqs[:, None]) / (upper - center)
+  return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
