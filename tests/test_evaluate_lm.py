@@ -22,11 +22,15 @@ SPEC = TokenSpace(sample_rate=16000, codec_frame_rate=50.0, semantic_frame_rate=
 LAYOUT = Layout("coarse", semantic_vocab=8, codebook_size=8, num_levels=4,
                 num_coarse_levels=2, crop_seconds=0.32)
 VALIDATION = 5  # examples: one batch of 4 and a partial one
+# The corpus name (the shards' folder): seqio tasks are registered once per
+# process under it, so it must not be a name another test in the same worker
+# registers with other shards (e.g. 'speech').
+CORPUS = "lm_speech"
 
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp("tokens") / "speech")
+  root = str(tmp_path_factory.mktemp("tokens") / CORPUS)
   shards.write_random(root, SPEC, "train", 16, seconds=(0.4, 1.0))
   shards.write_random(root, SPEC, "validation", VALIDATION, seconds=(0.2, 1.0), seed=1)
   return root
@@ -50,7 +54,7 @@ def stage_workdir(tokens, tmp_path_factory):
 
 def test_stage_figures_split_by_level_and_match_the_task(tokens, stage_workdir):
   (result,) = lm.evaluate_stage(stage_workdir, tokens, batch_size=4, progress=False)
-  assert result["examples"] == VALIDATION and result["corpus"] == "speech"
+  assert result["examples"] == VALIDATION and result["corpus"] == CORPUS
   assert [level["level"] for level in result["levels"]] == [0, 1]
   counts = [level["targets"] for level in result["levels"]]
   assert counts[0] == counts[1] and sum(counts) == result["targets"] > 0
@@ -58,7 +62,7 @@ def test_stage_figures_split_by_level_and_match_the_task(tokens, stage_workdir):
   # The task's own evaluate, batch by batch on the same held-out examples.
   model = models.load(stage_workdir, family="audiolm")
   task = AudioLMTask(LAYOUT, model.config.model, None)
-  spec = tasks.audiolm_task(stage="coarse", tokens={"speech": tokens}, layout=LAYOUT)
+  spec = tasks.audiolm_task(stage="coarse", tokens={CORPUS: tokens}, layout=LAYOUT)
   loss = correct = count = 0.0
   task_evaluate = jax.jit(task.evaluate)
   for batch, rows in lm.held_out_batches(spec, "validation", 4, 0):
@@ -85,7 +89,7 @@ def test_soundstorm_figures_per_level(tokens, tmp_path):
   (result,) = lm.evaluate_soundstorm(str(tmp_path), tokens, batch_size=4, progress=False)
   assert result["crop_seconds"] == 0.4 and result["examples"] == VALIDATION
   assert [level["level"] for level in result["levels"]] == [0, 1, 2, 3]
-  spec = tasks.soundstorm_task(tokens={"speech": tokens}, num_levels=4, codebook_size=8,
+  spec = tasks.soundstorm_task(tokens={CORPUS: tokens}, num_levels=4, codebook_size=8,
                                semantic_vocab=8, crop_seconds=0.4)
   (batch, rows), = list(lm.held_out_batches(spec, "validation", 8, 0))
   batch = {k: v[:rows] for k, v in batch.items()}
@@ -101,7 +105,7 @@ def test_lm_command_and_its_errors(tokens, stage_workdir, tmp_path, capsys):
   gin.clear_config()
   assert evaluate.main([stage_workdir, f"--tokens={tokens}", f"--out={tmp_path}",
                         "--no_progress"]) == 0
-  assert "| audiolm coarse stage | speech | all |" in (tmp_path / "eval.md").read_text()
+  assert f"| audiolm coarse stage | {CORPUS} | all |" in (tmp_path / "eval.md").read_text()
   only_train = str(tmp_path / "train_only")
   shards.write_random(only_train, SPEC, "train", 2)
   gin.clear_config()
