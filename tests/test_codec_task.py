@@ -1,8 +1,8 @@
 """SoundStream's training task (CodecTask) stepped by the shared trainer on
 crops of the built-in speech: the generator's mel loss falls, the
 discriminators stay untouched before `discriminator_start_step` and train
-from it on, and the residual quantizer uses many codes of every level on
-held-out speech."""
+from it on, the residual quantizer waits for `quantizer_start_step` and then
+uses many codes of every level on held-out speech."""
 import jax
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ from soundlm.codec.task import CodecTask
 from soundlm.layers.rvq import COLLECTION
 
 START, STEPS = 24, 28  # the discriminators train from step 24 (0-based) of 28
+QUANTIZER_START = 3  # the RVQ is bypassed for steps 0..2
 BATCH, CROP = 4, 3200  # 0.2 s crops: 10 frames of 320 samples
 # Smaller than gin/codec/tiny.gin (which takes minutes to compile on XLA:CPU):
 # three encoder blocks of one residual unit, 320 samples per frame all the same.
@@ -31,7 +32,8 @@ def _task():
       stft_multipliers=(1, 2), stft_window=512, stft_hop=128)
   return CodecTask(config=CONFIG, discriminator=discriminator,
                    generator_optimizer=optimizer(3e-3), discriminator_optimizer=optimizer(1e-3),
-                   discriminator_start_step=START, mel_windows=(128, 512, 2048))
+                   discriminator_start_step=START, quantizer_start_step=QUANTIZER_START,
+                   mel_windows=(128, 512, 2048))
 
 
 def _host(tree):
@@ -121,6 +123,25 @@ def test_discriminators_wait_for_their_start_step(trained):
       assert all(t > 0 for t in terms), (step, record)
 
 
+def test_quantizer_waits_for_its_start_step(trained):
+  """Before QUANTIZER_START the codebooks are untouched and no code is used
+  (the decoder sees the encoder's output); the first step after it
+  k-means-initialises them on that step's embeddings, which uses many codes."""
+  _, states, metrics = trained
+  initial = states[0]["collections"][COLLECTION]
+  for step in range(1, QUANTIZER_START + 1):
+    assert _same(states[step]["collections"][COLLECTION], initial), step
+    assert metrics[step - 1]["generator/commitment_loss"] == 0.0
+    assert metrics[step - 1]["generator/perplexity/level_0"] == 0.0
+  quantizer = lambda step: states[step]["collections"][COLLECTION]["quantizer"]  # noqa: E731
+  assert not bool(quantizer(QUANTIZER_START)["initialized"])
+  started = quantizer(QUANTIZER_START + 1)
+  assert bool(started["initialized"])
+  assert not np.array_equal(started["codebook"], quantizer(0)["codebook"])
+  assert metrics[QUANTIZER_START]["generator/commitment_loss"] > 0.0
+  assert metrics[QUANTIZER_START]["generator/perplexity/level_0"] > 2.0, metrics[QUANTIZER_START]
+
+
 def test_every_level_uses_many_codes_on_held_out_speech(trained):
   task, states, _ = trained
   wav = _held_out()["waveform"]
@@ -155,7 +176,7 @@ def test_evaluate_reports_figures_beside_si_snr(trained):
   variables = {"params": states[-1]["params"], **states[-1]["collections"]}
   figures = {k: float(v) for k, v in jax.jit(task.evaluate)(
       variables, _held_out(), jax.random.key(0)).items()}
-  for prefix in ("all_levels", "one_level"):
+  for prefix in ("all_levels", "one_level", "unquantized"):
     for name in ("mel_distance", "si_snr", "mel_loss", "envelope_correlation", "xcorr_peak",
                  "xcorr_lag"):
       assert np.isfinite(figures[f"{prefix}/{name}"]), (prefix, name, figures)

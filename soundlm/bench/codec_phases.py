@@ -47,7 +47,7 @@ def measure(args, argv) -> dict:
     gin.bind_parameter("CodecTask.discriminator_start_step", None)
   task = CodecTask()
   times["generator_only_s"], built = _step_seconds(task, batch, args.repeats)
-  forward = jax.jit(lambda v, w, r: task._reconstruct(v, w, r)[0])
+  forward = jax.jit(lambda v, w, r: task._reconstruct(v, w, r, task.quantizer_start_step)[0])
   with partitioning.activate(built["trainer"].mesh, built["trainer"].rules):
     times["generator_forward_s"] = common.time_calls(
         lambda: forward(built["variables"], built["batch"]["waveform"], jax.random.key(0)),

@@ -228,6 +228,13 @@ class SoundStream(CodecModule, nn.Module):
     """Quantized embeddings [B, T, D] -> waveform [B, T * hop_length] float32."""
     return self.decoder(embeddings, stream=stream)[..., 0].astype(jnp.float32)
 
+  def autoencode(self, wav):
+    """[B, N] -> (waveform [B, N], embeddings [B, T, D]) without the RVQ: the
+    encoder and decoder alone (quantizer warm-up, and the ceiling the codes
+    can reach)."""
+    embeddings = self.embed(wav)
+    return self.synthesize(embeddings), embeddings
+
   def __call__(self, wav, *, train: bool = False, num_levels: Optional[int] = None):
     """Reconstructs [B, N]: returns (waveform [B, N], QuantizerOutput)."""
     quantized = self.quantizer(self.embed(wav), train=train, num_levels=num_levels)

@@ -8,7 +8,10 @@ RVQ commitment). The generator's adversarial and feature terms switch on at
 `discriminator_start_step=None` the discriminators never train and the
 generator's loss is reconstruction only. RVQ EMA
 statistics live in the 'quantizer' collection and are returned as updates by
-the generator phase only.
+the generator phase only. Before `quantizer_start_step` the RVQ is bypassed
+(the decoder sees the encoder's output) and its codebooks stay untouched; the
+first step after it k-means-initialises them on the embeddings the encoder
+has learned by then.
 """
 from typing import Optional, Sequence
 
@@ -21,7 +24,7 @@ from soundlm import trainer
 from soundlm.codec import losses
 from soundlm.codec.discriminators import SoundStreamDiscriminator
 from soundlm.codec.model import SoundStream, SoundStreamConfig
-from soundlm.layers.rvq import COLLECTION
+from soundlm.layers.rvq import COLLECTION, QuantizerOutput
 
 
 @gin.configurable
@@ -42,7 +45,8 @@ class CodecTask:
                discriminator_start_step: Optional[int] = 0, adversarial_weight: float = 1.0,
                feature_weight: float = 100.0, reconstruction_weight: float = 1.0,
                mel_windows: Sequence[int] = losses.MEL_WINDOWS, num_mels: int = 64,
-               waveform_weight: float = 0.0, feature_key: str = "waveform"):
+               waveform_weight: float = 0.0, quantizer_start_step: int = 0,
+               feature_key: str = "waveform"):
     if discriminator_start_step is not None and discriminator_start_step < 0:
       raise ValueError(
           f"discriminator_start_step must be >= 0, got {discriminator_start_step}")
@@ -57,6 +61,9 @@ class CodecTask:
     if waveform_weight < 0:
       raise ValueError(f"waveform_weight must be >= 0, got {waveform_weight}")
     self.waveform_weight = waveform_weight
+    if quantizer_start_step < 0:
+      raise ValueError(f"quantizer_start_step must be >= 0, got {quantizer_start_step}")
+    self.quantizer_start_step = quantizer_start_step
     self.feature_key = feature_key
 
   def _waveform(self, batch):
@@ -77,20 +84,35 @@ class CodecTask:
                        "discriminator": discriminator["params"]},
             COLLECTION: generator[COLLECTION]}
 
-  def _reconstruct(self, variables, wav, rng):
+  def _reconstruct(self, variables, wav, rng, step):
     """Training-mode reconstruction: (waveform, QuantizerOutput, new quantizer state)."""
-    (recon, quantized), updates = self.model.apply(
-        {"params": variables["params"]["generator"], COLLECTION: variables[COLLECTION]},
-        wav, train=True, rngs={COLLECTION: rng}, mutable=[COLLECTION])
-    return recon, quantized, updates[COLLECTION]
+    generator = {"params": variables["params"]["generator"], COLLECTION: variables[COLLECTION]}
+
+    def quantized():
+      (recon, output), updates = self.model.apply(
+          generator, wav, train=True, rngs={COLLECTION: rng}, mutable=[COLLECTION])
+      return recon, output, updates[COLLECTION]
+
+    if not self.quantizer_start_step:
+      return quantized()
+
+    def bypassed():
+      recon, embeddings = self.model.apply(generator, wav, method=SoundStream.autoencode)
+      length, levels = embeddings.shape[1], self.model.num_levels
+      output = QuantizerOutput(
+          quantized=embeddings, codes=jnp.zeros((wav.shape[0], length, levels), jnp.int32),
+          commitment_loss=jnp.zeros(()), perplexity=jnp.zeros((levels,)),
+          dead_codes=jnp.zeros((levels,)))
+      return recon, output, variables[COLLECTION]
+
+    return jax.lax.cond(step >= self.quantizer_start_step, quantized, bypassed)
 
   def _discriminate(self, variables, wav):
     return self.discriminator.apply({"params": variables["params"]["discriminator"]}, wav)
 
   def discriminator_loss(self, variables, batch, rng, step):
-    del step
     wav = self._waveform(batch)
-    recon, _, _ = self._reconstruct(variables, wav, rng)
+    recon, _, _ = self._reconstruct(variables, wav, rng, step)
     real_logits, _ = self._discriminate(variables, wav)
     fake_logits, _ = self._discriminate(variables, jax.lax.stop_gradient(recon))
     loss = losses.discriminator_hinge_loss(real_logits, fake_logits)
@@ -107,7 +129,7 @@ class CodecTask:
 
   def generator_loss(self, variables, batch, rng, step):
     wav = self._waveform(batch)
-    recon, quantized, quantizer_state = self._reconstruct(variables, wav, rng)
+    recon, quantized, quantizer_state = self._reconstruct(variables, wav, rng, step)
     mel_l1, mel_log = losses.multiscale_mel_terms(wav, recon, self.model.sample_rate,
                                                   self.mel_windows, self.num_mels)
     mel = mel_l1 + mel_log
@@ -151,7 +173,10 @@ class CodecTask:
     cross-correlation within one frame and its lag in samples), and
     `baseline/mismatched_mel_distance`, the mel distance between each clip
     and another clip of the batch: a `mel_distance` above it carries no
-    information about the input.
+    information about the input. `unquantized/...` decodes the encoder's
+    output without the RVQ: the autoencoder's own quality, which the codes
+    can at best reach (and the only meaningful row before
+    `quantizer_start_step`).
     """
     del rng
     wav = self._waveform(batch)
@@ -159,8 +184,11 @@ class CodecTask:
     rate = self.model.sample_rate
     metrics = {"baseline/mismatched_mel_distance": losses.mel_distance(
         wav, losses.mismatched(wav), rate)}
+    reconstructions = {
+        "unquantized": self.model.apply(generator, wav, method=SoundStream.autoencode)[0]}
     for name, levels in (("all_levels", self.model.num_levels), ("one_level", 1)):
-      recon, _ = self.model.apply(generator, wav, num_levels=levels)
+      reconstructions[name], _ = self.model.apply(generator, wav, num_levels=levels)
+    for name, recon in reconstructions.items():
       metrics[f"{name}/mel_distance"] = losses.mel_distance(wav, recon, rate)
       metrics[f"{name}/si_snr"] = jnp.mean(losses.si_snr(wav, recon))
       metrics[f"{name}/mel_loss"] = losses.multiscale_mel_loss(
