@@ -235,7 +235,11 @@ class SoundStream(CodecModule, nn.Module):
     embeddings = self.embed(wav)
     return self.synthesize(embeddings), embeddings
 
+  def quantize(self, embeddings, *, train: bool = False, num_levels: Optional[int] = None):
+    """Encoder output [B, T, D] -> QuantizerOutput (see ResidualVectorQuantizer)."""
+    return self.quantizer(embeddings, train=train, num_levels=num_levels)
+
   def __call__(self, wav, *, train: bool = False, num_levels: Optional[int] = None):
     """Reconstructs [B, N]: returns (waveform [B, N], QuantizerOutput)."""
-    quantized = self.quantizer(self.embed(wav), train=train, num_levels=num_levels)
+    quantized = self.quantize(self.embed(wav), train=train, num_levels=num_levels)
     return self.synthesize(quantized.quantized), quantized
