@@ -34,8 +34,11 @@ from soundlm.io import corpus
 from soundlm.io.audio import write_wav
 
 # Lines of a step's log shown on the console: training progress, the
-# tokenizer's shard counts, k-means results and errors.
-PROGRESS = re.compile(r"\bstep \d+/\d+|eval step|shards? |embeddings of|wrote |Traceback|Error:")
+# tokenizer's shard counts, k-means results and Python's tracebacks and
+# exception lines (anchored at the line start: libtpu's start-up message on a
+# CPU host also holds "Error:" and is no error of the step's).
+PROGRESS = re.compile(r"\bstep \d+/\d+|eval step|shards? |embeddings of|wrote "
+                      r"|^Traceback|^[\w.]+(Error|Exception|Interrupt): ")
 
 
 @dataclasses.dataclass(frozen=True)

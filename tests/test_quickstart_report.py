@@ -67,3 +67,16 @@ def test_report_holds_the_verdict_and_the_codec_table(tmp_path):
   assert "| baseline: delayed | n/a | -20.000 | 0.660 |" in text
   assert "| speaker/soundstorm | 0.800 |" in text
   assert "| speech_soundstorm_x.wav (speech_soundstorm_x.png) | p.flac | 5.0 | 2.0 | 0.30 |" in text
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("I1202 12:00:01 trainer.py:310] step 40/400: loss 1.2", True),
+    ("Traceback (most recent call last):", True),
+    ("ValueError: crop_seconds must be > 0", True),
+    ("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED", True),
+    ("E0000 00:00:1796169956.192562 2272 common_lib.cc:554] INVALID_ARGUMENT: Error: "
+     "unexpected worker hostname", False),
+    ("I1202 12:00:01 checkpoints.py:88] saving step 400", False),
+])
+def test_console_shows_progress_and_errors_but_not_libtpu_start_up(line, shown):
+  assert bool(quickstart.PROGRESS.search(line)) == shown
