@@ -446,8 +446,10 @@ class Trainer:
       return eval_fn, None
 
     def eval_audio(variables, batch, rng):
-      return {name: wav[:self.eval_audio_clips]
-              for name, wav in task_audio(variables, batch, rng).items()}
+      # Only the clips that are written are computed (a SoundStorm task
+      # generates them).
+      clips = jax.tree_util.tree_map(lambda x: x[:self.eval_audio_clips], batch)
+      return task_audio(variables, clips, rng)
 
     return eval_fn, jax.jit(eval_audio, out_shardings=replicated)
 

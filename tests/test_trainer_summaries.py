@@ -1,6 +1,8 @@
 """What the trainer writes for people to read: each phase's learning rate, the
 eval figures in TensorBoard, a codec's clips to listen to (audio and
-spectrograms), and an evaluation compiled once per run."""
+spectrograms), SoundStorm's codes and generations decoded by their codec, and
+an evaluation compiled once per run."""
+import dataclasses
 import io
 import json
 import logging
@@ -19,6 +21,9 @@ from soundlm.codec.data import WaveformCrops
 from soundlm.codec.discriminators import SoundStreamDiscriminator
 from soundlm.codec.model import SoundStreamConfig
 from soundlm.codec.task import CodecTask
+from soundlm.soundstorm.model import SoundStormConfig
+from soundlm.soundstorm.synthetic import KnownProcessCodes
+from soundlm.soundstorm.task import SoundStormTask
 from tests import toy_setup
 
 
@@ -215,3 +220,41 @@ def test_codec_evaluation_writes_its_clips_and_spectrograms(tmp_path):
   assert all(i.height == 80 and i.width == 1 + (3200 - 1024) // 256 for i in images.values())
   assert {"eval/all_levels/mel_distance", "eval/one_level/si_snr"} <= {
       v.tag for v in events if v.HasField("simple_value")}
+
+
+SOUNDSTORM = SoundStormConfig(semantic_vocab=16, codebook_size=64, num_levels=2, num_layers=1,
+                              embed_dim=32, num_heads=2, head_dim=16, mlp_dim=64)
+
+
+def test_soundstorm_evaluation_plays_the_codes_and_their_generation(tmp_path):
+  # The tiny codec's random weights (64 codes per level) decode the clips.
+  task = SoundStormTask(SOUNDSTORM, trainer.make_optimizer(1e-3), codec="tiny")
+  held_out = lambda: KnownProcessCodes(batch_size=8, num_frames=16, num_levels=2,  # noqa: E731
+                                       codebook_size=64, semantic_vocab=16, seed=1)
+  data = KnownProcessCodes(batch_size=8, num_frames=16, num_levels=2, codebook_size=64,
+                           semantic_vocab=16)
+  run = trainer.Trainer(task, data, str(tmp_path), eval_data=held_out,
+                        mesh=partitioning.make_mesh(), async_checkpoints=False)
+  run.checkpointer.close()
+  state, _ = run.create_state(partitioning.global_batch(next(data), run.mesh))
+  writer = trainer.MetricsWriter(str(tmp_path))
+  with partitioning.activate(run.mesh, run.rules):
+    eval_fn, audio_fn = run._compile_eval()
+    run._evaluate(state, 1, writer, eval_fn, audio_fn)
+    batch = partitioning.global_batch(next(held_out()), run.mesh)
+    clips = jax.device_get(audio_fn({"params": state["params"]}, batch, jax.random.key(0)))
+  writer.close()
+  names = ("reference", "generated")
+  assert _tags(tmp_path, "audio") == {f"eval_audio/{n}/{c}" for n in names for c in (0, 1)}
+  assert _tags(tmp_path, "image") == {f"eval_mel/{n}/{c}" for n in names for c in (0, 1)}
+  assert {n: clips[n].shape for n in names} == {n: (2, 16 * 320) for n in names}
+  # The first half of the codes is the generation's prompt, and the codec's
+  # decoder is causal: those 8 frames sound the same; the generated rest differs.
+  np.testing.assert_allclose(clips["generated"][:, :8 * 320], clips["reference"][:, :8 * 320],
+                             atol=1e-5)
+  assert np.abs(clips["generated"][:, 8 * 320:] - clips["reference"][:, 8 * 320:]).max() > 1e-3
+
+
+def test_soundstorm_refuses_a_codec_it_cannot_decode():
+  with pytest.raises(ValueError, match=r"8 levels of 64 codes.*2 levels of 16 codes"):
+    SoundStormTask(dataclasses.replace(SOUNDSTORM, codebook_size=16), codec="tiny")

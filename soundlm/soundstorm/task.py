@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import optax
 
 from soundlm import trainer
+from soundlm.codec.api import Codec
 from soundlm.layers.ids import check_ids
+from soundlm.soundstorm import decoding, schedule as schedule_lib
 from soundlm.soundstorm.masking import sample_training_mask
 from soundlm.soundstorm.model import SoundStormConfig, SoundStormModel
 
@@ -33,17 +35,24 @@ class SoundStormTask:
   'padding_mask' bool [B, T] (True on real frames), as made by the data
   pipeline's SoundStorm feature converter. `unprompted_rate`: the fraction of
   examples trained without a prompt (0 in the paper; see `masking`).
+
+  `codec` (a codec work dir or `Codec.from_spec` name, the codec the codes came
+  from) makes the trainer's evaluation audible: see `eval_audio`.
   """
 
   def __init__(self, config: SoundStormConfig = gin.REQUIRED,
                optimizer: optax.GradientTransformation | None = None,
-               unprompted_rate: float = 0.0):
+               unprompted_rate: float = 0.0, codec: str | None = None):
     if not 0.0 <= unprompted_rate <= 1.0:
       raise ValueError(f"unprompted_rate must be in [0, 1], got {unprompted_rate}")
     self.model_config = config  # what soundlm.train records in model.json
     self.model = SoundStormModel(config)
     self.optimizer = optimizer if optimizer is not None else trainer.make_optimizer()
     self.unprompted_rate = unprompted_rate
+    self.codec = None if codec is None else _listening_codec(codec, config)
+    # On the host, so the trainer's jitted evaluation takes them as constants
+    # on whatever mesh it runs.
+    self._codec_variables = None if codec is None else jax.device_get(self.codec.variables)
 
   def check_batch(self, batch):
     """Refuses host batches with codes or semantic ids outside the model's
@@ -104,3 +113,39 @@ class SoundStormTask:
       metrics[f"level_{q}/accuracy"] = accuracy
       metrics[f"level_{q}/loss"] = loss
     return metrics
+
+  @property
+  def sample_rate(self) -> int:
+    """The rate of `eval_audio`'s waveforms: the codec's."""
+    return self.codec.model.sample_rate
+
+  @property
+  def eval_audio(self):
+    """With a codec, `(variables, batch, rng) -> {name: [B, N]}`, the
+    trainer's clips to listen to: 'reference', the batch's codes decoded, and
+    'generated', the model's MaskGIT decoding (the paper's schedule) from the
+    batch's semantic tokens with the first half of the codes as its prompt,
+    decoded. None without a codec (nothing to hear)."""
+    return None if self.codec is None else self._eval_audio
+
+  def _eval_audio(self, variables, batch, rng):
+    codes = batch["codes"]
+    num_frames = codes.shape[1]
+    generated = decoding.decode(
+        self.model, {"params": variables["params"]["model"]}, batch["semantic"],
+        codes[:, :num_frames // 2], rng, num_frames=num_frames,
+        schedule=schedule_lib.paper_schedule(self.model.num_levels)).codes
+    codec_variables = jax.tree_util.tree_map(jnp.asarray, self._codec_variables)
+    return {name: self.codec.model.apply(codec_variables, tokens, method="decode")
+            for name, tokens in (("reference", codes), ("generated", generated))}
+
+
+def _listening_codec(spec: str, config: SoundStormConfig) -> Codec:
+  """The codec of `spec`, checked against the model's token space."""
+  codec = Codec.from_spec(spec)
+  if codec.codebook_size != config.codebook_size or codec.num_levels < config.num_levels:
+    raise ValueError(
+        f"codec {spec!r} has {codec.num_levels} levels of {codec.codebook_size} codes; "
+        f"the SoundStorm model generates {config.num_levels} levels of "
+        f"{config.codebook_size} codes, which it cannot decode")
+  return codec
