@@ -1,8 +1,9 @@
 """What the trainer writes for people to read: each phase's learning rate, the
 eval figures in TensorBoard, a codec's clips to listen to (audio and
-spectrograms), SoundStorm's codes and generations decoded by their codec, and
-an evaluation compiled once per run."""
+spectrograms), the codes and generations of SoundStorm and AudioLM's acoustic
+stages decoded by their codec, and an evaluation compiled once per run."""
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -17,6 +18,10 @@ import soundfile
 from tensorboardX.proto import event_pb2
 
 from soundlm import partitioning, toy_lm, trainer
+from soundlm.audiolm.layouts import Layout
+from soundlm.audiolm.model import ModelConfig
+from soundlm.audiolm.synthetic import MarkovStageData
+from soundlm.audiolm.tasks import AudioLMTask
 from soundlm.codec.data import WaveformCrops
 from soundlm.codec.discriminators import SoundStreamDiscriminator
 from soundlm.codec.model import SoundStreamConfig
@@ -224,20 +229,21 @@ def test_codec_evaluation_writes_its_clips_and_spectrograms(tmp_path):
 
 SOUNDSTORM = SoundStormConfig(semantic_vocab=16, codebook_size=64, num_levels=2, num_layers=1,
                               embed_dim=32, num_heads=2, head_dim=16, mlp_dim=64)
+# AudioLM stages over the tiny codec's codes (64 per level): 8 acoustic frames.
+AUDIOLM = {"coarse": Layout("coarse", semantic_vocab=16, codebook_size=64, num_levels=4,
+                            num_coarse_levels=2, crop_seconds=0.16),
+           "fine": Layout("fine", semantic_vocab=16, codebook_size=64, num_levels=4,
+                          num_coarse_levels=2, crop_seconds=0.16)}
 
 
-def test_soundstorm_evaluation_plays_the_codes_and_their_generation(tmp_path):
-  # The tiny codec's random weights (64 codes per level) decode the clips.
-  task = SoundStormTask(SOUNDSTORM, trainer.make_optimizer(1e-3), codec="tiny")
-  held_out = lambda: KnownProcessCodes(batch_size=8, num_frames=16, num_levels=2,  # noqa: E731
-                                       codebook_size=64, semantic_vocab=16, seed=1)
-  data = KnownProcessCodes(batch_size=8, num_frames=16, num_levels=2, codebook_size=64,
-                           semantic_vocab=16)
-  run = trainer.Trainer(task, data, str(tmp_path), eval_data=held_out,
+def _token_model_clips(workdir, task, data, held_out):
+  """A fresh model's evaluation through the trainer (audio to TensorBoard),
+  and its eval clips of the first held-out batch."""
+  run = trainer.Trainer(task, data, str(workdir), eval_data=held_out,
                         mesh=partitioning.make_mesh(), async_checkpoints=False)
   run.checkpointer.close()
   state, _ = run.create_state(partitioning.global_batch(next(data), run.mesh))
-  writer = trainer.MetricsWriter(str(tmp_path))
+  writer = trainer.MetricsWriter(str(workdir))
   with partitioning.activate(run.mesh, run.rules):
     eval_fn, audio_fn = run._compile_eval()
     run._evaluate(state, 1, writer, eval_fn, audio_fn)
@@ -245,16 +251,51 @@ def test_soundstorm_evaluation_plays_the_codes_and_their_generation(tmp_path):
     clips = jax.device_get(audio_fn({"params": state["params"]}, batch, jax.random.key(0)))
   writer.close()
   names = ("reference", "generated")
-  assert _tags(tmp_path, "audio") == {f"eval_audio/{n}/{c}" for n in names for c in (0, 1)}
-  assert _tags(tmp_path, "image") == {f"eval_mel/{n}/{c}" for n in names for c in (0, 1)}
-  assert {n: clips[n].shape for n in names} == {n: (2, 16 * 320) for n in names}
-  # The first half of the codes is the generation's prompt, and the codec's
-  # decoder is causal: those 8 frames sound the same; the generated rest differs.
-  np.testing.assert_allclose(clips["generated"][:, :8 * 320], clips["reference"][:, :8 * 320],
+  assert _tags(workdir, "audio") == {f"eval_audio/{n}/{c}" for n in names for c in (0, 1)}
+  assert _tags(workdir, "image") == {f"eval_mel/{n}/{c}" for n in names for c in (0, 1)}
+  return clips
+
+
+def _assert_prompt_kept(clips, frames, prompt_frames, hop=320):
+  """The generation's prompt frames decode as the reference's (the codec's
+  decoder is causal); the generated rest differs."""
+  assert {n: c.shape for n, c in clips.items()} == {
+      "reference": (2, frames * hop), "generated": (2, frames * hop)}
+  kept = prompt_frames * hop
+  np.testing.assert_allclose(clips["generated"][:, :kept], clips["reference"][:, :kept],
                              atol=1e-5)
-  assert np.abs(clips["generated"][:, 8 * 320:] - clips["reference"][:, 8 * 320:]).max() > 1e-3
+  assert np.abs(clips["generated"][:, kept:] - clips["reference"][:, kept:]).max() > 1e-3
 
 
-def test_soundstorm_refuses_a_codec_it_cannot_decode():
-  with pytest.raises(ValueError, match=r"8 levels of 64 codes.*2 levels of 16 codes"):
-    SoundStormTask(dataclasses.replace(SOUNDSTORM, codebook_size=16), codec="tiny")
+def test_soundstorm_evaluation_plays_the_codes_and_their_generation(tmp_path):
+  # The tiny codec's random weights (64 codes per level) decode the clips.
+  task = SoundStormTask(SOUNDSTORM, trainer.make_optimizer(1e-3), codec="tiny")
+  codes = functools.partial(KnownProcessCodes, batch_size=8, num_frames=16, num_levels=2,
+                            codebook_size=64, semantic_vocab=16)
+  clips = _token_model_clips(tmp_path, task, codes(), lambda: codes(seed=1))
+  _assert_prompt_kept(clips, frames=16, prompt_frames=8)
+
+
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+def test_audiolm_evaluation_plays_the_codes_and_their_continuation(tmp_path, stage):
+  model = ModelConfig(num_layers=1, num_heads=2, head_dim=8, embed_dim=16, mlp_dim=32,
+                      dropout_rate=0.0)
+  task = AudioLMTask(AUDIOLM[stage], model, trainer.make_optimizer(1e-3), codec="tiny")
+  sequences = functools.partial(MarkovStageData, AUDIOLM[stage], batch_size=8)
+  clips = _token_model_clips(tmp_path, task, sequences(), lambda: sequences(seed=1))
+  _assert_prompt_kept(clips, frames=8, prompt_frames=4)
+
+
+@pytest.mark.parametrize("make_task, message", [
+    (lambda: SoundStormTask(dataclasses.replace(SOUNDSTORM, codebook_size=16), codec="tiny"),
+     "8 levels of 64 codes; the SoundStorm model makes 2 levels of 16 codes"),
+    (lambda: AudioLMTask(dataclasses.replace(AUDIOLM["fine"], num_levels=12),
+                         ModelConfig(), trainer.make_optimizer(), codec="tiny"),
+     "8 levels of 64 codes; the AudioLM fine stage model makes 12 levels"),
+    (lambda: AudioLMTask(Layout("semantic"), ModelConfig(), trainer.make_optimizer(),
+                         codec="tiny"),
+     "the semantic stage makes no codec tokens"),
+])
+def test_a_codec_the_model_cannot_use_is_refused(make_task, message):
+  with pytest.raises(ValueError, match=message):
+    make_task()

@@ -149,7 +149,11 @@ class Decoder:
     _, rest = jax.lax.scan(body, (cache, first), jnp.arange(1, num_steps))
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
-  def _generate(self, params, prompt, keys, target_offset, num_steps, config):
+  def sample(self, params, prompt, keys, target_offset, num_steps: int,
+             config: SamplingConfig):
+    """`generate` inside a caller's own jit (a trainer's evaluation): prompt
+    [B, P] int32, keys [B] (one per row), unboxed params; no placement or
+    checks. Returns int32 [B, num_steps]."""
     cache = self.init_cache(params, prompt.shape[0], prompt.shape[1] + num_steps)
     logits, cache = self._step(params, cache, prompt)
     return self.decode_loop(params, cache, logits, keys, target_offset, num_steps, config)
@@ -184,4 +188,4 @@ class Decoder:
                                   partitioning.batch_sharding(self.mesh, 2),
                                   partitioning.batch_sharding(self.mesh, 1), replicated),
                     out_shardings=partitioning.batch_sharding(self.mesh, 2))
-    return jax.jit(self._generate, static_argnums=(4, 5), **kwargs)
+    return jax.jit(self.sample, static_argnums=(4, 5), **kwargs)

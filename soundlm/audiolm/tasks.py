@@ -6,14 +6,19 @@ tokens[:, 1:] from tokens[:, :-1]; the loss covers only the stage's targets
 (the ids after START; conditioning, START and PAD are not scored), and each
 target's softmax runs over the ids valid at its position only (its RVQ
 level, or the semantic ids), the same set the sampler draws from.
+
+Given the codec its codes came from, an acoustic stage's evaluation is
+audible (`AudioLMTask.eval_audio`).
 """
 import gin
 import jax
 import jax.numpy as jnp
 
+from soundlm import rng as rng_lib
 from soundlm import trainer
 from soundlm.layers.ids import check_ids
-from soundlm.audiolm.decoding import mask_invalid
+from soundlm.audiolm.decoding import Decoder, SamplingConfig, mask_invalid
+from soundlm.codec.listening import ListeningCodec
 from soundlm.audiolm.layouts import Layout
 from soundlm.audiolm.model import DecoderLM, ModelConfig, StageConfig
 
@@ -36,13 +41,25 @@ def target_cross_entropy(logits, targets, layout: Layout):
 
 @gin.configurable(module="soundlm.audiolm")
 class AudioLMTask:
-  """Next-token prediction for the stage of `layout`; one parameter group, 'model'."""
+  """Next-token prediction for the stage of `layout`; one parameter group, 'model'.
+
+  `codec` (coarse and fine stages: a codec work dir or `Codec.from_spec`
+  name, the codec the codes came from) makes the trainer's evaluation
+  audible: see `eval_audio`.
+  """
 
   def __init__(self, layout: Layout = gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
-               optimizer=gin.REQUIRED):
+               optimizer=gin.REQUIRED, codec: str | None = None):
     self.layout, self.optimizer = layout, optimizer
     self.model_config = StageConfig(model, layout)  # what soundlm.train records
     self.model = DecoderLM(model, layout.padded_vocab_size)
+    if codec is not None and layout.stage == "semantic":
+      raise ValueError(f"codec {codec!r}: the semantic stage makes no codec tokens to "
+                       "decode (give a codec to the coarse or fine stage)")
+    levels = layout.num_coarse_levels if layout.stage == "coarse" else layout.num_levels
+    self.codec = None if codec is None else ListeningCodec(
+        codec, codebook_size=layout.codebook_size, num_levels=levels,
+        model_name=f"AudioLM {layout.stage} stage")
 
   def _tokens(self, batch):
     tokens = batch["tokens"]
@@ -80,3 +97,40 @@ class AudioLMTask:
   def evaluate(self, variables, batch, rng):
     loss, metrics = self._metrics(variables, batch, rng, deterministic=True)
     return {"loss": loss, **metrics}
+
+  @property
+  def sample_rate(self) -> int:
+    """The rate of `eval_audio`'s waveforms: the codec's."""
+    return self.codec.sample_rate
+
+  @property
+  def eval_audio(self):
+    """With a codec, `(variables, batch, rng) -> {name: [B, N]}`, the
+    trainer's clips to listen to: 'reference', the batch's codes decoded (the
+    coarse stage's levels, or every level in the fine stage), and
+    'generated', the model's sampled continuation of the first half of the
+    target frames, given the whole conditioning, decoded. Padding decodes as
+    code 0. None without a codec."""
+    return None if self.codec is None else self._eval_audio
+
+  def _eval_audio(self, variables, batch, rng):
+    layout = self.layout
+    tokens = self._tokens(batch)
+    num_frames = (layout.crop_acoustic_frames if layout.stage == "fine"
+                  else layout.crop_semantic_frames)
+    if tokens.shape[1] != layout.sequence_length(num_frames):
+      raise ValueError(f"batch['tokens'] has {tokens.shape[1]} ids; a {layout.stage} crop "
+                       f"has {layout.sequence_length(num_frames)}")
+    targets = layout.target_length(num_frames)
+    prompt_targets = targets // layout.target_levels // 2 * layout.target_levels
+    prompt = tokens[:, :tokens.shape[1] - targets + prompt_targets]
+    generated = Decoder(self.model, layout).sample(
+        variables["params"]["model"], prompt, rng_lib.row_keys(rng, tokens.shape[0]),
+        prompt_targets, targets - prompt_targets, SamplingConfig())
+    clips = {}
+    for name, sequence in (("reference", tokens),
+                           ("generated", jnp.concatenate([prompt, generated], axis=1))):
+      codes = layout.from_sequence(sequence)
+      codes = codes[1] if layout.stage == "coarse" else codes
+      clips[name] = self.codec.decode(jnp.clip(codes, 0, layout.codebook_size - 1))
+    return clips

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from soundlm import trainer
-from soundlm.codec.api import Codec
+from soundlm.codec.listening import ListeningCodec
 from soundlm.layers.ids import check_ids
 from soundlm.soundstorm import decoding, schedule as schedule_lib
 from soundlm.soundstorm.masking import sample_training_mask
@@ -49,10 +49,9 @@ class SoundStormTask:
     self.model = SoundStormModel(config)
     self.optimizer = optimizer if optimizer is not None else trainer.make_optimizer()
     self.unprompted_rate = unprompted_rate
-    self.codec = None if codec is None else _listening_codec(codec, config)
-    # On the host, so the trainer's jitted evaluation takes them as constants
-    # on whatever mesh it runs.
-    self._codec_variables = None if codec is None else jax.device_get(self.codec.variables)
+    self.codec = None if codec is None else ListeningCodec(
+        codec, codebook_size=config.codebook_size, num_levels=config.num_levels,
+        model_name="SoundStorm")
 
   def check_batch(self, batch):
     """Refuses host batches with codes or semantic ids outside the model's
@@ -117,7 +116,7 @@ class SoundStormTask:
   @property
   def sample_rate(self) -> int:
     """The rate of `eval_audio`'s waveforms: the codec's."""
-    return self.codec.model.sample_rate
+    return self.codec.sample_rate
 
   @property
   def eval_audio(self):
@@ -135,17 +134,5 @@ class SoundStormTask:
         self.model, {"params": variables["params"]["model"]}, batch["semantic"],
         codes[:, :num_frames // 2], rng, num_frames=num_frames,
         schedule=schedule_lib.paper_schedule(self.model.num_levels)).codes
-    codec_variables = jax.tree_util.tree_map(jnp.asarray, self._codec_variables)
-    return {name: self.codec.model.apply(codec_variables, tokens, method="decode")
-            for name, tokens in (("reference", codes), ("generated", generated))}
+    return {"reference": self.codec.decode(codes), "generated": self.codec.decode(generated)}
 
-
-def _listening_codec(spec: str, config: SoundStormConfig) -> Codec:
-  """The codec of `spec`, checked against the model's token space."""
-  codec = Codec.from_spec(spec)
-  if codec.codebook_size != config.codebook_size or codec.num_levels < config.num_levels:
-    raise ValueError(
-        f"codec {spec!r} has {codec.num_levels} levels of {codec.codebook_size} codes; "
-        f"the SoundStorm model generates {config.num_levels} levels of "
-        f"{config.codebook_size} codes, which it cannot decode")
-  return codec
