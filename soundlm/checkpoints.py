@@ -20,6 +20,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from soundlm.io import paths
+
 
 def gather_process_states(state: dict) -> list[dict]:
   """Every process's JSON-able `state`, in process order (a collective: all
@@ -143,7 +145,7 @@ def restore_part(directory: str, target, shardings, step: int | None = None):
   step = steps[-1] if step is None else step
   if step not in steps:
     raise FileNotFoundError(f"no checkpoint of step {step} in {directory} (have {steps})")
-  path = epath.Path(directory) / str(step) / "state"
+  path = epath.Path(paths.absolute(directory)) / str(step) / "state"
   restore_args = ocp.checkpoint_utils.construct_restore_args(target, shardings)
   try:
     restored = ocp.PyTreeCheckpointer().restore(

@@ -127,3 +127,10 @@ def test_a_checkpoint_written_on_eight_devices_loads_on_one(tmp_path):
   for leaf in jax.tree_util.tree_leaves(loaded.variables):
     assert len(leaf.sharding.device_set) == 1
   assert_same_tree(loaded.variables, model.variables)
+
+
+def test_a_work_dir_named_relative_to_the_current_directory_loads(tmp_path, monkeypatch):
+  model = models.random(tiny_configs()["soundstorm"], seed=1)
+  write_workdir(tmp_path / "run", model)
+  monkeypatch.chdir(tmp_path)
+  assert_same_tree(models.load("run").variables, model.variables)

@@ -15,6 +15,13 @@ def in_object_store(path) -> bool:
   return "://" in os.fspath(path)
 
 
+def absolute(path) -> str:
+  """`path` as orbax needs it: a URI as given, a local path made absolute
+  (against the current directory), so a relative work dir loads."""
+  path = os.fspath(path)
+  return path if in_object_store(path) else os.path.abspath(path)
+
+
 def write_whole(path, data: bytes | str) -> None:
   """Replaces the file at `path` with `data` at once: uploaded directly to an
   object store; on a file system written to a hidden temporary file beside it,
