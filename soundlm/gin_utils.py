@@ -17,7 +17,10 @@ import re
 import sys
 
 import gin
+from etils import epath
 from gin import config_parser
+
+from soundlm.io import paths
 
 GIN_ROOT = pathlib.Path(__file__).resolve().parent
 _search_paths: list[pathlib.Path] = []  # registered with gin, GIN_ROOT first
@@ -62,8 +65,9 @@ def find(path, label: str = "gin file") -> pathlib.Path:
 
 
 def read_literals(path, selector: str, scope: str | None = None) -> dict:
-  """The literal bindings `[scope/]selector.arg = value` of a gin file and its
-  includes, as {arg: value}, read without touching gin's global state.
+  """The literal bindings `[scope/]selector.arg = value` of a gin file (a
+  path as `find` resolves it, or a URI) and its includes, as {arg: value},
+  read without touching gin's global state.
 
   `selector` matches a binding when either is a dotted suffix of the other
   ('soundlm.audiolm.ModelConfig' matches 'ModelConfig.x' and the reverse).
@@ -75,14 +79,17 @@ def read_literals(path, selector: str, scope: str | None = None) -> dict:
   parts = scope.split("/") if scope else []
   wanted = ["/".join(parts[:i]) for i in range(len(parts) + 1)]  # '', 'a', 'a/b'
   by_scope: dict[str, dict] = {s: {} for s in wanted}
-  _read_file(find(path), selector, by_scope, ())
+  # A URI (a run's saved config.gin in a bucket) is read as it is named.
+  _read_file(epath.Path(path) if paths.in_object_store(path) else find(path), selector,
+             by_scope, ())
   values = {}
   for scope_name in wanted:
     values.update(by_scope[scope_name])
   return values
 
 
-def _read_file(path: pathlib.Path, selector: str, by_scope: dict, including: tuple):
+def _read_file(path: pathlib.Path | epath.Path, selector: str, by_scope: dict,
+               including: tuple):
   if path in including:
     raise ValueError(f"{path}: includes itself (through {' -> '.join(map(str, including))})")
   with path.open() as f:

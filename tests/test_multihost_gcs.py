@@ -125,3 +125,18 @@ def test_decode_job_reads_and_writes_the_bucket_and_resumes(gcs):
   assert [r["id"] for r in records] == ["x", "y", "z"]
   assert records[2]["audio"] == f"{gcs}/out/z.wav"
   np.testing.assert_allclose(read_audio(f"{gcs}/out/z.wav", rate)[0], 0.25, atol=1e-4)
+
+
+def test_a_runs_saved_config_is_read_from_the_bucket(gcs):
+  from soundlm.evaluation import lm
+
+  run = epath.Path(f"{gcs}/runs/soundstorm")
+  run.mkdir(parents=True)
+  (run / "config.gin").write_text("import soundlm.data.tasks\n\n"
+                                  "soundlm.data.soundstorm_task.crop_seconds = 0.4\n"
+                                  "eval/soundlm.data.soundstorm_task.crop_seconds = 2.0\n")
+  assert lm.training_crop_seconds(str(run)) == 0.4
+  (run / "config.gin").write_text("soundlm.data.soundstorm_task.crop_seconds = %CROP\n")
+  with pytest.raises(ValueError, match="must be a literal.*--soundstorm_crop_seconds"):
+    lm.training_crop_seconds(str(run))
+  assert lm.training_crop_seconds(f"{gcs}/runs/none") is None

@@ -15,13 +15,14 @@ each example once, with one crop per clip drawn from `seed`.
 
 Figures are per corpus of the token mapping ({'speech': DIR, ...}).
 """
-import re
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from soundlm import gin_utils
 from soundlm import models
 from soundlm.evaluation import workdirs
 from soundlm.evaluation.progress import Progress
@@ -135,15 +136,17 @@ def evaluate_stage(workdir: str, tokens, *, split: str = SPLIT, batch_size: int 
   return results
 
 
-_CROP = re.compile(r"^\s*(?:soundlm\.data\.)?soundstorm_task\.crop_seconds\s*=\s*([0-9.eE+-]+)\s*$",
-                   re.MULTILINE)
-
-
 def training_crop_seconds(workdir: str) -> float | None:
   """The `soundstorm_task.crop_seconds` that the run's config.gin records, if any."""
   path = epath.Path(workdir) / "config.gin"
-  match = _CROP.search(path.read_text()) if path.exists() else None
-  return float(match[1]) if match else None
+  if not path.exists():
+    return None
+  try:
+    crop = gin_utils.read_literals(os.fspath(path), "soundstorm_task").get("crop_seconds")
+  except ValueError as error:
+    raise ValueError(f"{error}; give the crop to evaluate on (--soundstorm_crop_seconds)"
+                     ) from error
+  return None if crop is None else float(crop)
 
 
 def evaluate_soundstorm(workdir: str, tokens, *, split: str = SPLIT, batch_size: int = 16,
