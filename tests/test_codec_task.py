@@ -185,3 +185,17 @@ def test_evaluate_reports_figures_beside_si_snr(trained):
     assert 0.0 <= figures[f"{prefix}/xcorr_lag"] <= CONFIG.hop_length, figures
   # Another clip of the batch is far from each clip: the no-information baseline.
   assert figures["baseline/mismatched_mel_distance"] > 0.5, figures
+
+
+def test_waveform_terms_are_their_errors_and_unknown_ones_are_refused():
+  from soundlm.codec import losses
+
+  error = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+  np.testing.assert_allclose(losses.WAVEFORM_LOSSES["l1"](error), np.abs(error).mean(),
+                             rtol=1e-6)
+  np.testing.assert_allclose(losses.WAVEFORM_LOSSES["mse"](error), (error ** 2).mean(),
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match=r"waveform_loss must be one of \['l1', 'mse'\], "
+                                       r"got 'l2'"):
+    CodecTask(config=CONFIG, discriminator=None, generator_optimizer=None,
+              discriminator_optimizer=None, waveform_loss="l2")

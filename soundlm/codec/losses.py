@@ -59,6 +59,11 @@ def mel_distance(target, estimate, sample_rate: int, window: int = 1024, num_mel
                          - jnp.log(mel_e + DISTANCE_LOG_FLOOR)))
 
 
+# Time-domain reconstruction terms of an error signal x - x_hat.
+WAVEFORM_LOSSES = {"l1": lambda error: jnp.mean(jnp.abs(error)),
+                   "mse": lambda error: jnp.mean(error ** 2)}
+
+
 def si_snr(target, estimate, eps: float = 1e-8):
   """Scale-invariant signal-to-noise ratio in dB per example [B] (higher is better)."""
   target = target - target.mean(-1, keepdims=True)
