@@ -18,9 +18,9 @@ from soundlm import rng as rng_lib
 from soundlm import trainer
 from soundlm.layers.ids import check_ids
 from soundlm.audiolm.decoding import Decoder, SamplingConfig, mask_invalid
-from soundlm.codec.listening import ListeningCodec
 from soundlm.audiolm.layouts import Layout
 from soundlm.audiolm.model import DecoderLM, ModelConfig, StageConfig
+from soundlm.codec.listening import ListeningCodec
 
 
 def target_cross_entropy(logits, targets, layout: Layout):
