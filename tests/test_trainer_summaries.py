@@ -9,6 +9,7 @@ import json
 import logging
 import struct
 
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +23,7 @@ from soundlm.audiolm.layouts import Layout
 from soundlm.audiolm.model import ModelConfig
 from soundlm.audiolm.synthetic import MarkovStageData
 from soundlm.audiolm.tasks import AudioLMTask
+from soundlm.codec.api import listening_codec
 from soundlm.codec.data import WaveformCrops
 from soundlm.codec.discriminators import SoundStreamDiscriminator
 from soundlm.codec.model import SoundStreamConfig
@@ -236,6 +238,12 @@ AUDIOLM = {"coarse": Layout("coarse", semantic_vocab=16, codebook_size=64, num_l
                           num_coarse_levels=2, crop_seconds=0.16)}
 
 
+@functools.cache
+def _tiny_codec():
+  """The tiny codec's random weights (64 codes per level) decode the clips."""
+  return listening_codec("tiny")
+
+
 def _token_model_clips(workdir, task, data, held_out):
   """A fresh model's evaluation through the trainer (audio to TensorBoard),
   and its eval clips of the first held-out batch."""
@@ -268,8 +276,7 @@ def _assert_prompt_kept(clips, frames, prompt_frames, hop=320):
 
 
 def test_soundstorm_evaluation_plays_the_codes_and_their_generation(tmp_path):
-  # The tiny codec's random weights (64 codes per level) decode the clips.
-  task = SoundStormTask(SOUNDSTORM, trainer.make_optimizer(1e-3), codec="tiny")
+  task = SoundStormTask(SOUNDSTORM, trainer.make_optimizer(1e-3), codec=_tiny_codec())
   codes = functools.partial(KnownProcessCodes, batch_size=8, num_frames=16, num_levels=2,
                             codebook_size=64, semantic_vocab=16)
   clips = _token_model_clips(tmp_path, task, codes(), lambda: codes(seed=1))
@@ -280,22 +287,38 @@ def test_soundstorm_evaluation_plays_the_codes_and_their_generation(tmp_path):
 def test_audiolm_evaluation_plays_the_codes_and_their_continuation(tmp_path, stage):
   model = ModelConfig(num_layers=1, num_heads=2, head_dim=8, embed_dim=16, mlp_dim=32,
                       dropout_rate=0.0)
-  task = AudioLMTask(AUDIOLM[stage], model, trainer.make_optimizer(1e-3), codec="tiny")
+  task = AudioLMTask(AUDIOLM[stage], model, trainer.make_optimizer(1e-3), codec=_tiny_codec())
   sequences = functools.partial(MarkovStageData, AUDIOLM[stage], batch_size=8)
   clips = _token_model_clips(tmp_path, task, sequences(), lambda: sequences(seed=1))
   _assert_prompt_kept(clips, frames=8, prompt_frames=4)
 
 
 @pytest.mark.parametrize("make_task, message", [
-    (lambda: SoundStormTask(dataclasses.replace(SOUNDSTORM, codebook_size=16), codec="tiny"),
+    (lambda: SoundStormTask(dataclasses.replace(SOUNDSTORM, codebook_size=16),
+                            codec=_tiny_codec()),
      "8 levels of 64 codes; the SoundStorm model makes 2 levels of 16 codes"),
     (lambda: AudioLMTask(dataclasses.replace(AUDIOLM["fine"], num_levels=12),
-                         ModelConfig(), trainer.make_optimizer(), codec="tiny"),
+                         ModelConfig(), trainer.make_optimizer(), codec=_tiny_codec()),
      "8 levels of 64 codes; the AudioLM fine stage model makes 12 levels"),
     (lambda: AudioLMTask(Layout("semantic"), ModelConfig(), trainer.make_optimizer(),
-                         codec="tiny"),
+                         codec=_tiny_codec()),
      "the semantic stage makes no codec tokens"),
 ])
 def test_a_codec_the_model_cannot_use_is_refused(make_task, message):
   with pytest.raises(ValueError, match=message):
     make_task()
+
+
+def test_gin_builds_the_listening_codec_of_a_task():
+  gin.clear_config()
+  try:
+    gin.parse_config("""
+        import soundlm.codec.api
+        import soundlm.soundstorm.task
+        SoundStormTask.codec = @soundlm.codec.listening_codec()
+        soundlm.codec.listening_codec.spec = 'tiny'
+    """)
+    task = SoundStormTask(dataclasses.replace(SOUNDSTORM, num_levels=8))
+  finally:
+    gin.clear_config()
+  assert (task.codec.name, task.sample_rate) == ("tiny", 16_000)

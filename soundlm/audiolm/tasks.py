@@ -43,23 +43,25 @@ def target_cross_entropy(logits, targets, layout: Layout):
 class AudioLMTask:
   """Next-token prediction for the stage of `layout`; one parameter group, 'model'.
 
-  `codec` (coarse and fine stages: a codec work dir or `Codec.from_spec`
-  name, the codec the codes came from) makes the trainer's evaluation
+  `codec` (coarse and fine stages), the codec the codes came from (gin:
+  `@soundlm.codec.listening_codec()`), makes the trainer's evaluation
   audible: see `eval_audio`.
   """
 
   def __init__(self, layout: Layout = gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
-               optimizer=gin.REQUIRED, codec: str | None = None):
+               optimizer=gin.REQUIRED, codec: ListeningCodec | None = None):
     self.layout, self.optimizer = layout, optimizer
     self.model_config = StageConfig(model, layout)  # what soundlm.train records
     self.model = DecoderLM(model, layout.padded_vocab_size)
-    if codec is not None and layout.stage == "semantic":
-      raise ValueError(f"codec {codec!r}: the semantic stage makes no codec tokens to "
-                       "decode (give a codec to the coarse or fine stage)")
-    levels = layout.num_coarse_levels if layout.stage == "coarse" else layout.num_levels
-    self.codec = None if codec is None else ListeningCodec(
-        codec, codebook_size=layout.codebook_size, num_levels=levels,
-        model_name=f"AudioLM {layout.stage} stage")
+    if codec is not None:
+      if layout.stage == "semantic":
+        raise ValueError(f"codec {codec.name!r}: the semantic stage makes no codec tokens "
+                         "to decode (give a codec to the coarse or fine stage)")
+      codec.check_tokens(
+          codebook_size=layout.codebook_size,
+          num_levels=layout.num_coarse_levels if layout.stage == "coarse" else layout.num_levels,
+          model_name=f"AudioLM {layout.stage} stage")
+    self.codec = codec
 
   def _tokens(self, batch):
     tokens = batch["tokens"]

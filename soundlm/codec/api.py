@@ -19,6 +19,7 @@ its streams are refused).
 import functools
 from typing import Optional
 
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +29,7 @@ from soundlm import models
 from soundlm import partitioning
 from soundlm.codec import hf_encodec, hf_mimi
 from soundlm.codec.encodec import EncodecModel
+from soundlm.codec.listening import ListeningCodec
 from soundlm.codec.mimi import MimiModel
 from soundlm.codec.model import SoundStream, SoundStreamConfig
 from soundlm.layers.conv import zero_stream_state
@@ -228,6 +230,15 @@ class Codec:
   def decoder_stream(self) -> "DecoderStream":
     self._check_streams()
     return DecoderStream(self)
+
+
+@gin.configurable(module="soundlm.codec")
+def listening_codec(spec: str = gin.REQUIRED) -> ListeningCodec:
+  """The codec of `spec` (as `Codec.from_spec`) for a token model's audible
+  evaluation: `SoundStormTask.codec = @soundlm.codec.listening_codec()` with
+  `soundlm.codec.listening_codec.spec = '/runs/codec'`."""
+  codec = Codec.from_spec(spec)
+  return ListeningCodec(codec.model, codec.variables, spec)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "kwargs"))

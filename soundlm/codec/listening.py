@@ -1,30 +1,35 @@
 """A codec that makes a token model's evaluation audible.
 
 A task that trains on codec tokens (SoundStorm, AudioLM's acoustic stages)
-names the codec its tokens came from; the trainer's jitted `eval_audio` then
-decodes reference and generated tokens with it. The codec's variables stay on
-the host, so that jit takes them as constants on whatever mesh it runs.
+takes the codec its tokens came from (`soundlm.codec.api.listening_codec`
+in gin); the trainer's jitted `eval_audio` then decodes reference and
+generated tokens with it. The codec's variables stay on the host, so that jit
+takes them as constants on whatever mesh it runs.
 """
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from soundlm.codec.api import Codec
-
 
 class ListeningCodec:
-  """`Codec.from_spec(spec)` checked against the token space of `model_name`:
-  `codebook_size` codes per level and at least `num_levels` levels."""
+  """A codec module (SoundStream, EnCodec or Mimi) and its variables on the host."""
 
-  def __init__(self, spec: str, *, codebook_size: int, num_levels: int, model_name: str):
-    codec = Codec.from_spec(spec)
-    if codec.codebook_size != codebook_size or codec.num_levels < num_levels:
+  def __init__(self, module: nn.Module, variables: dict, name: str):
+    self.module, self.name = module, name
+    self._variables = jax.device_get(variables)
+
+  @property
+  def sample_rate(self) -> int:
+    return self.module.sample_rate
+
+  def check_tokens(self, *, codebook_size: int, num_levels: int, model_name: str):
+    """Raises unless the codec decodes `num_levels` levels of `codebook_size`
+    codes, what the model `model_name` makes."""
+    if self.module.codebook_size != codebook_size or self.module.num_levels < num_levels:
       raise ValueError(
-          f"codec {spec!r} has {codec.num_levels} levels of {codec.codebook_size} codes; "
-          f"the {model_name} model makes {num_levels} levels of {codebook_size} codes, "
-          "which it cannot decode")
-    self.module = codec.model
-    self.sample_rate = codec.sample_rate
-    self._variables = jax.device_get(codec.variables)
+          f"codec {self.name!r} has {self.module.num_levels} levels of "
+          f"{self.module.codebook_size} codes; the {model_name} model makes {num_levels} "
+          f"levels of {codebook_size} codes, which it cannot decode")
 
   def decode(self, codes):
     """int32 codes [B, T, Q'] -> float32 [B, T * hop]; traceable."""

@@ -36,22 +36,23 @@ class SoundStormTask:
   pipeline's SoundStorm feature converter. `unprompted_rate`: the fraction of
   examples trained without a prompt (0 in the paper; see `masking`).
 
-  `codec` (a codec work dir or `Codec.from_spec` name, the codec the codes came
-  from) makes the trainer's evaluation audible: see `eval_audio`.
+  `codec`, the codec the codes came from (gin: `@soundlm.codec.listening_codec()`),
+  makes the trainer's evaluation audible: see `eval_audio`.
   """
 
   def __init__(self, config: SoundStormConfig = gin.REQUIRED,
                optimizer: optax.GradientTransformation | None = None,
-               unprompted_rate: float = 0.0, codec: str | None = None):
+               unprompted_rate: float = 0.0, codec: ListeningCodec | None = None):
     if not 0.0 <= unprompted_rate <= 1.0:
       raise ValueError(f"unprompted_rate must be in [0, 1], got {unprompted_rate}")
     self.model_config = config  # what soundlm.train records in model.json
     self.model = SoundStormModel(config)
     self.optimizer = optimizer if optimizer is not None else trainer.make_optimizer()
     self.unprompted_rate = unprompted_rate
-    self.codec = None if codec is None else ListeningCodec(
-        codec, codebook_size=config.codebook_size, num_levels=config.num_levels,
-        model_name="SoundStorm")
+    if codec is not None:
+      codec.check_tokens(codebook_size=config.codebook_size, num_levels=config.num_levels,
+                         model_name="SoundStorm")
+    self.codec = codec
 
   def check_batch(self, batch):
     """Refuses host batches with codes or semantic ids outside the model's
