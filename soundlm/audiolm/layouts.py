@@ -293,6 +293,12 @@ class Layout:
     return int(round(self.crop * self.acoustic_rate_hz))
 
   @property
+  def crop_frames(self) -> int:
+    """Frames per crop in the stage's unit: acoustic frames in stage 3,
+    semantic frames in stages 1-2 (what `num_frames` counts elsewhere)."""
+    return self.crop_acoustic_frames if self.stage == "fine" else self.crop_semantic_frames
+
+  @property
   def target_base(self) -> int:
     """First id of the stage's targets."""
     return {"semantic": NUM_SPECIAL, "coarse": NUM_SPECIAL + self.semantic_vocab,
@@ -334,8 +340,7 @@ class Layout:
   def sequence_length(self, num_frames: Optional[int] = None) -> int:
     """Model sequence length of `num_frames` frames (default: one training crop)."""
     if num_frames is None:
-      num_frames = (self.crop_acoustic_frames if self.stage == "fine"
-                    else self.crop_semantic_frames)
+      num_frames = self.crop_frames
     return self.conditioning_length(num_frames) + self.target_length(num_frames)
 
   def valid_range(self, target_index):

@@ -50,8 +50,7 @@ class MarkovStageData(SeededIterator):
                        "got the semantic stage")
     self.layout, self.conditioned = layout, conditioned
     if num_frames is None:
-      num_frames = (layout.crop_acoustic_frames if layout.stage == "fine"
-                    else layout.crop_semantic_frames)
+      num_frames = layout.crop_frames
     if num_frames < 1:
       raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     self.num_frames = num_frames

@@ -118,8 +118,7 @@ class AudioLMTask:
   def _eval_audio(self, variables, batch, rng):
     layout = self.layout
     tokens = self._tokens(batch)
-    num_frames = (layout.crop_acoustic_frames if layout.stage == "fine"
-                  else layout.crop_semantic_frames)
+    num_frames = layout.crop_frames
     if tokens.shape[1] != layout.sequence_length(num_frames):
       raise ValueError(f"batch['tokens'] has {tokens.shape[1]} ids; a {layout.stage} crop "
                        f"has {layout.sequence_length(num_frames)}")
