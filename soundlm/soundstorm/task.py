@@ -136,4 +136,3 @@ class SoundStormTask:
         codes[:, :num_frames // 2], rng, num_frames=num_frames,
         schedule=schedule_lib.paper_schedule(self.model.num_levels)).codes
     return {"reference": self.codec.decode(codes), "generated": self.codec.decode(generated)}
-
